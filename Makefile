@@ -1,0 +1,28 @@
+# posezoo: `make repro` runs the pipeline, `make test` runs the tests; both create .venv first.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export TF_CPP_MIN_LOG_LEVEL := 2
+
+.PHONY: repro test benchmark clean
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip==24.3.1
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[test]'
+	touch $(STAMP)
+
+repro: $(STAMP)
+	$(BIN)/dvc repro
+	$(BIN)/dvc metrics show
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+benchmark: $(STAMP)
+	$(BIN)/python benchmarks/pipeline_overhead.py
+
+clean:
+	rm -rf build metrics plots calibration/default

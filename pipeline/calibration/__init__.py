@@ -1,0 +1,1 @@
+"""Calibration and held-out image sets: declared sources → seeded samples → model inputs."""

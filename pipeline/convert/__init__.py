@@ -1,0 +1,1 @@
+"""Format conversion (TFLite → ONNX → SavedModel) and numerical verification of every step."""

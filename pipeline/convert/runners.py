@@ -1,0 +1,140 @@
+"""Run a model file of any supported format on one input and return its outputs in a fixed order.
+
+Outputs are always returned in the *source model's* output order, so outputs can be compared
+across formats by position: a source TFLite is read in its subgraph output order (the order
+tf2onnx keeps in the ONNX), and SavedModels / TFLite files made from them expose signature keys
+``output_<i>`` (onnx2tf's names, in ONNX output order) which are sorted by ``i`` — mapped by
+signature key, never by tensor name, which converters rename. A source TFLite's own signature
+keys are ignored: Keras-made files number them in a different order than their subgraph. Integer TFLite inputs/outputs are (de)quantized with the
+tensor's own scale and zero point.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline.errors import PosezooError
+
+Runner = Callable[[np.ndarray], list[np.ndarray]]
+
+_OUTPUT_KEY = re.compile(r"^output_(\d+)$")
+
+
+def _ordered(outputs: dict[str, Any]) -> list[np.ndarray]:
+    keys = list(outputs)
+    if all(_OUTPUT_KEY.match(k) for k in keys):
+        keys.sort(key=lambda k: int(_OUTPUT_KEY.match(k).group(1)))  # type: ignore[union-attr]
+    return [np.asarray(outputs[k], dtype=np.float32) for k in keys]
+
+
+def _quantize(x: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if detail["dtype"] in (np.int8, np.uint8, np.int16):
+        info = np.iinfo(detail["dtype"])
+        return np.clip(np.round(x / scale) + zero, info.min, info.max).astype(detail["dtype"])
+    return x.astype(detail["dtype"])
+
+
+def _dequantize(y: np.ndarray, detail: dict[str, Any]) -> np.ndarray:
+    scale, zero = detail["quantization"]
+    if detail["dtype"] in (np.int8, np.uint8, np.int16) and scale:
+        return (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
+
+
+def tflite_runner(path: Path, source_order: bool = False) -> Runner:
+    """Runner for a TFLite file (float or integer I/O) on the LiteRT interpreter.
+
+    ``source_order`` reads outputs in subgraph order (a source model); otherwise by the
+    ``output_<i>`` signature keys when the file has them (a model posezoo exported).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    try:
+        interpreter = Interpreter(model_path=str(path), num_threads=1)
+        interpreter.allocate_tensors()
+    except (ValueError, RuntimeError) as err:
+        raise PosezooError(f"{path}: the TFLite interpreter cannot load it ({str(err).splitlines()[0]}); re-export the model") from err
+    signatures = interpreter.get_signature_list()
+    outputs_by_key = [k for sig in signatures.values() for k in sig["outputs"]]
+    if signatures and not source_order and all(_OUTPUT_KEY.match(k) for k in outputs_by_key):
+        runner = interpreter.get_signature_runner(next(iter(signatures)))
+        in_details, out_details = runner.get_input_details(), runner.get_output_details()
+        (in_name,) = in_details
+
+        def run_signature(x: np.ndarray) -> list[np.ndarray]:
+            raw = runner(**{in_name: _quantize(x, in_details[in_name])})
+            return _ordered({k: _dequantize(v, out_details[k]) for k, v in raw.items()})
+
+        return run_signature
+
+    (in_detail,) = interpreter.get_input_details()
+    out_details = interpreter.get_output_details()
+
+    def run_plain(x: np.ndarray) -> list[np.ndarray]:
+        interpreter.set_tensor(in_detail["index"], _quantize(x, in_detail))
+        interpreter.invoke()
+        return [_dequantize(interpreter.get_tensor(d["index"]), d) for d in out_details]
+
+    return run_plain
+
+
+def onnx_runner(path: Path) -> Runner:
+    """Runner for an ONNX file on onnxruntime's CPU provider (single thread: reproducible)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.log_severity_level = 3
+    try:
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as err:  # onnxruntime raises its own untyped errors
+        raise PosezooError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0]}); re-export the model") from err
+    (model_input,) = session.get_inputs()
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(y, dtype=np.float32) for y in session.run(None, {model_input.name: x})]
+
+    return run
+
+
+def savedmodel_runner(path: Path) -> Runner:
+    """Runner for a SavedModel's ``serving_default`` signature."""
+    import tensorflow as tf
+
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (in_name,) = fn.structured_input_signature[1]
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        return _ordered({k: v.numpy() for k, v in fn(**{in_name: tf.constant(x)}).items()})
+
+    return run
+
+
+@lru_cache(maxsize=None)
+def onnx_input_layout(path: Path) -> str:
+    """NCHW or NHWC, read from the ONNX input's shape (channels = 1 or 3 on axis 1 means NCHW)."""
+    import onnx
+
+    dims = [d.dim_value for d in onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim]
+    return "NCHW" if len(dims) == 4 and dims[1] in (1, 3) and dims[3] not in (1, 3) else "NHWC"
+
+
+def runner_for(path: Path, source_order: bool = False) -> tuple[Runner, str]:
+    """(runner, input layout) for a model file, chosen by its format (file suffix or SavedModel directory).
+
+    Pass ``source_order=True`` for a fetched source model (see :func:`tflite_runner`).
+    """
+    path = Path(path)
+    if path.is_dir():
+        return savedmodel_runner(path), "NHWC"
+    if path.suffix == ".onnx":
+        return onnx_runner(path), onnx_input_layout(path)
+    if path.suffix == ".tflite":
+        return tflite_runner(path, source_order), "NHWC"
+    raise PosezooError(f"{path}: no runner for this file type; pass a .tflite, .onnx or SavedModel directory")

@@ -1,0 +1,80 @@
+"""Numerical verification of a converted model against its source on real images.
+
+Every conversion step (TFLite → ONNX, ONNX → SavedModel) is checked output by output: the
+largest absolute difference over the verification images must stay within
+``atol + rtol · max|reference|`` (``convert.atol`` / ``convert.rtol`` in params.yaml). The
+relative term matters because one model mixes landmark coordinates in pixels (up to 256) with
+scores in [0, 1] and segmentation logits.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from pipeline.calibration.reader import iter_inputs
+from pipeline.convert.runners import runner_for
+from pipeline.errors import PosezooError
+from pipeline.registry import InputSpec
+
+log = logging.getLogger(__name__)
+
+
+def compare_models(
+    reference: Path,
+    candidate: Path,
+    manifest: Path,
+    spec: InputSpec,
+    atol: float,
+    rtol: float,
+    max_samples: int,
+    overrides: Mapping[int, Mapping[str, float]] | None = None,
+) -> dict[str, Any]:
+    """Compare every output of ``candidate`` with ``reference`` (a source model); raise if a tolerance is exceeded.
+
+    ``overrides`` maps an output index to its own ``atol`` / ``rtol`` (``models.<name>.verify``
+    in params.yaml), for outputs whose conversion legitimately differs more than the keypoints,
+    e.g. BlazePose's large segmentation logits.
+    """
+    ref_run, ref_layout = runner_for(reference, source_order=True)
+    cand_run, cand_layout = runner_for(candidate)
+    worst: list[dict[str, Any]] = []
+    for sample_id, x in itertools.islice(iter_inputs(manifest, spec, "NHWC"), max_samples):
+        ref_out = ref_run(x if ref_layout == "NHWC" else x.transpose(0, 3, 1, 2))
+        cand_out = cand_run(x if cand_layout == "NHWC" else x.transpose(0, 3, 1, 2))
+        if len(ref_out) != len(cand_out):
+            raise PosezooError(f"{candidate}: has {len(cand_out)} outputs, {reference} has {len(ref_out)}; the conversion dropped outputs")
+        if not worst:
+            worst = [{"index": i, "shape": list(r.shape), "max_abs_diff": 0.0, "reference_max_abs": 0.0, "sample": None} for i, r in enumerate(ref_out)]
+        for i, (r, c) in enumerate(zip(ref_out, cand_out)):
+            if r.size != c.size:
+                raise PosezooError(f"{candidate}: output {i} has {c.size} values, {reference} has {r.size}; outputs are mismatched")
+            diff = float(np.max(np.abs(r.ravel() - c.ravel())))
+            entry = worst[i]
+            entry["reference_max_abs"] = max(entry["reference_max_abs"], float(np.max(np.abs(r))))
+            if diff >= entry["max_abs_diff"]:
+                entry["max_abs_diff"], entry["sample"] = diff, sample_id
+    for entry in worst:
+        own = (overrides or {}).get(entry["index"], {})
+        entry["tolerance"] = float(own.get("atol", atol)) + float(own.get("rtol", rtol)) * entry["reference_max_abs"]
+        entry["ok"] = entry["max_abs_diff"] <= entry["tolerance"]
+        log.info("%s output %d: max |diff| %.3g (tolerance %.3g)", Path(candidate).name, entry["index"], entry["max_abs_diff"], entry["tolerance"])
+    bad = [e for e in worst if not e["ok"]]
+    if bad:
+        e = bad[0]
+        raise PosezooError(
+            f"{candidate}: output {e['index']} differs from {reference} by {e['max_abs_diff']:.4g} on {e['sample']} "
+            f"(tolerance {e['tolerance']:.4g} = atol + rtol * max|reference| {e['reference_max_abs']:.4g}); "
+            "the conversion is not faithful — inspect the model, or set models.<name>.verify in params.yaml if the difference is expected"
+        )
+    return {"reference": str(reference), "candidate": str(candidate), "samples": min(max_samples, _count(manifest)), "outputs": worst}
+
+
+def _count(manifest: Path) -> int:
+    from pipeline.calibration.sampler import read_manifest
+
+    return len(read_manifest(manifest)["samples"])

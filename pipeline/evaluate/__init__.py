@@ -1,0 +1,1 @@
+"""Evaluation: output decoders (registry-driven) and int8-vs-float drift."""

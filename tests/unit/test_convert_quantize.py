@@ -1,0 +1,139 @@
+"""Conversion, verification, int8 export and drift on a tiny model the tests build."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pipeline.calibration.sampler import SamplingParams, write_manifests
+from pipeline.calibration.sources import resolve
+from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
+from pipeline.convert.runners import runner_for
+from pipeline.convert.tflite_to_onnx import tflite_to_onnx
+from pipeline.convert.verify import compare_models
+from pipeline.errors import PosezooError
+from pipeline.evaluate.drift import measure_drift
+from pipeline.quantize.onnx import quantize_onnx
+from pipeline.quantize.tflite import quantize_tflite
+from pipeline.registry import load_model
+
+from tests.conftest import build_tiny_tflite
+
+pytestmark = pytest.mark.usefixtures("tiny_env")
+
+
+@pytest.fixture(scope="module")
+def manifests(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path) -> Path:
+    out = tmp_path_factory.mktemp("calib")
+    photos = resolve({"kind": "folder", "path": str(photo_folder)}, photo_folder)
+    params = SamplingParams(num_calibration=12, num_holdout=6, seed=0, crop_scale_range=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False)
+    write_manifests(photos, params, "test", True, out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path, manifests: Path) -> Path:
+    out = tmp_path_factory.mktemp("float")
+    tflite_to_onnx(tiny_model, out / "model.onnx", opset=17)
+    onnx_to_savedmodel(out / "model.onnx", out / "saved_model", manifests / "manifest.json")
+    return out
+
+
+def test_conversions_match_the_source(tiny_model: Path, converted: Path, manifests: Path) -> None:
+    spec = load_model("tiny_landmarks").input
+    for candidate in (converted / "model.onnx", converted / "saved_model"):
+        report = compare_models(tiny_model, candidate, manifests / "manifest.json", spec, atol=1e-3, rtol=1e-4, max_samples=5)
+        assert [o["index"] for o in report["outputs"]] == [0, 1]
+        assert all(o["ok"] and o["max_abs_diff"] < 1e-3 for o in report["outputs"])
+    assert runner_for(converted / "model.onnx")[1] == "NCHW"
+    assert not list((converted / "saved_model").glob("*.tflite"))
+
+
+def test_verification_fails_on_a_different_model(tmp_path: Path, tiny_model: Path, manifests: Path) -> None:
+    other = build_tiny_tflite(tmp_path / "other.tflite", seed=7)
+    tflite_to_onnx(other, tmp_path / "other.onnx", opset=17)
+    spec = load_model("tiny_landmarks").input
+    with pytest.raises(PosezooError, match=r"other\.onnx: output \d differs from .*tolerance") as err:
+        compare_models(tiny_model, tmp_path / "other.onnx", manifests / "manifest.json", spec, atol=1e-3, rtol=1e-4, max_samples=3)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("content", [b"definitely not a model", b"\x00" * 64])
+def test_non_model_file_is_rejected(tmp_path: Path, content: bytes) -> None:
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(content)
+    with pytest.raises(PosezooError, match=r"bad\.tflite: not a TFLite flatbuffer"):
+        tflite_to_onnx(bad, tmp_path / "out.onnx", opset=17)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_truncated_model_is_rejected(tmp_path: Path, tiny_model: Path) -> None:
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(tiny_model.read_bytes()[: tiny_model.stat().st_size // 2])
+    with pytest.raises(PosezooError, match=r"cut\.tflite: truncated or corrupt TFLite file"):
+        tflite_to_onnx(cut, tmp_path / "out.onnx", opset=17)
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
+def test_int8_exports_are_int8_deterministic_and_close(tmp_path: Path, tiny_model: Path, converted: Path, manifests: Path, per_channel: bool) -> None:
+    spec = load_model("tiny_landmarks")
+    manifest = manifests / "manifest.json"
+    files = {}
+    for run in ("a", "b"):
+        files[run, "tflite"] = tmp_path / run / "m.tflite"
+        files[run, "onnx"] = tmp_path / run / "m.onnx"
+        quantize_tflite(converted / "saved_model", files[run, "tflite"], manifest, spec.input, per_channel)
+        quantize_onnx(converted / "model.onnx", files[run, "onnx"], manifest, spec.input, per_channel)
+    for fmt in ("tflite", "onnx"):
+        assert _sha(files["a", fmt]) == _sha(files["b", fmt]), f"{fmt} export is not reproducible"
+
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(files["a", "tflite"]))
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert all(d["dtype"] == np.int8 for d in interp.get_output_details())
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(files["a", "onnx"])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+    for fmt in ("tflite", "onnx"):
+        metrics, rows = measure_drift(spec, tiny_model, files["a", fmt], manifests / "holdout.json")
+        assert metrics["samples"] == 6 and metrics["keypoints"] == 5 and len(rows) == 5
+        assert 0 < metrics["mean_px"] <= metrics["p95_px"] <= metrics["max_px"] < 3.0
+        assert metrics["mean_norm"] == pytest.approx(metrics["mean_px"] / 32)
+        assert 0.0 <= metrics["within_2pct"] <= 1.0
+
+
+def test_per_channel_and_per_tensor_differ(tmp_path: Path, converted: Path, manifests: Path) -> None:
+    spec = load_model("tiny_landmarks").input
+    manifest = manifests / "manifest.json"
+    quantize_tflite(converted / "saved_model", tmp_path / "pc.tflite", manifest, spec, True)
+    quantize_tflite(converted / "saved_model", tmp_path / "pt.tflite", manifest, spec, False)
+    import tflite
+
+    def conv_scale_counts(path: Path) -> list[int]:
+        model = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
+        graph = model.Subgraphs(0)
+        counts = []
+        for i in range(graph.OperatorsLength()):
+            op = graph.Operators(i)
+            code = model.OperatorCodes(op.OpcodeIndex()).BuiltinCode()
+            if code == tflite.BuiltinOperator.CONV_2D:
+                counts.append(graph.Tensors(op.Inputs(1)).Quantization().ScaleLength())
+        return counts
+
+    assert max(conv_scale_counts(tmp_path / "pc.tflite")) > 1
+    assert conv_scale_counts(tmp_path / "pt.tflite") and set(conv_scale_counts(tmp_path / "pt.tflite")) == {1}
+
+
+def test_drift_of_the_float_onnx_is_negligible(tiny_model: Path, converted: Path, manifests: Path) -> None:
+    metrics, _ = measure_drift(load_model("tiny_landmarks"), tiny_model, converted / "model.onnx", manifests / "holdout.json")
+    assert metrics["max_px"] < 1e-3 and metrics["within_2pct"] == 1.0
