@@ -11,9 +11,11 @@ The planner is TensorFlow Lite Micro's ``GreedyMemoryPlanner``, step for step:
   live to the last step; a non-constant tensor nobody produces (a variable) lives throughout,
   and so do the outputs of an op whose inputs are all constant (evaluated once at load);
 * sizes rounded up to 16 bytes (TFLM's buffer alignment);
-* buffers sorted by size, largest first, ties in tensor order (TFLM's stable sort); each placed at
-  the lowest offset where it fits between the buffers already placed that are live at the same
-  time (first fit by offset); the arena is the highest end.
+* buffers sorted by size, largest first, ties with the later tensor first (TFLM fills its sort
+  array from the tail, then sorts it stably); each placed at the lowest offset where it fits
+  between the buffers already placed that are live at the same time (first fit by offset); the
+  arena is the highest end. Tie order matters: on YOLOv8n-pose 256 the other order gives
+  786,432 B where TFLM (and this planner) give 794,688 B.
 
 With ``in_place=True`` (the reported figure) Reshape/Squeeze/ExpandDims/Flatten/Identity outputs
 share their input's buffer. PAD is in place too: when every reader of its output is a windowed
@@ -152,10 +154,10 @@ def _lifetimes(graph: Graph) -> dict[int, tuple[int, int]]:
 
 
 def _greedy(requests: list[tuple[tuple[int, ...], int, int, int]]) -> list[Buffer]:
-    """Place ``(tensors, size, first, last)`` requests as TFLM's GreedyMemoryPlanner does."""
+    """Place ``(tensors, size, first, last)`` requests, given in tensor order, as TFLM does."""
     placed: list[Buffer] = []  # ordered by offset; equal offsets in placement order
     offsets: list[int] = []
-    for tensors, size, first, last in sorted(requests, key=lambda r: -r[1]):  # stable: ties keep order
+    for tensors, size, first, last in sorted(reversed(requests), key=lambda r: -r[1]):
         candidate = 0
         for entry in placed:
             if not entry.overlaps(first, last):
