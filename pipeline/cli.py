@@ -16,7 +16,7 @@ from typing import Sequence
 from pipeline.errors import PosezooError
 
 #: Subcommands in pipeline order; each is the module ``stages.<name>``.
-STAGES = ("fetch", "convert", "calibrate", "quantize", "evaluate")
+STAGES = ("fetch", "calibrate", "convert", "quantize", "evaluate", "footprint")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,4 +1,4 @@
-"""Where a fetched source model lives inside its stage output directory.
+"""Where model files live inside stage output directories.
 
 ``posezoo fetch`` writes ``build/source/<model>/model.<ext>`` (plus ``model.bin`` for OpenVINO
 IR) and ``provenance.json``; later stages find the model file through :func:`model_file` instead
@@ -27,3 +27,20 @@ def model_file(source_dir: Path, fmt: str) -> Path:
     if not path.is_file():
         raise PosezooError(f"{path}: source model missing; run `posezoo fetch` (or `dvc repro`) first")
     return path
+
+
+def single_model(path: Path) -> Path:
+    """``path`` itself if it is a file, else the one .tflite/.onnx file in the directory ``path``.
+
+    ``dvc.yaml`` names stage outputs by stage key; the file inside carries the variant name
+    (``<model>_<res>_int8_<pc|pt>.<format>``), which only the quantize stage computes.
+    """
+    path = Path(path)
+    if path.is_file():
+        return path
+    if not path.exists():
+        raise PosezooError(f"{path}: no such model file or directory; check the path")
+    files = sorted(p for p in path.glob("*") if p.suffix in (".tflite", ".onnx"))
+    if len(files) != 1:
+        raise PosezooError(f"{path}: expected exactly one .tflite/.onnx file, found {len(files)}; run `posezoo quantize` first")
+    return files[0]

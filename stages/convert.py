@@ -49,8 +49,14 @@ def run(args: argparse.Namespace) -> None:
         onnx_to_savedmodel(tmp / "model.onnx", tmp / "saved_model", args.manifest)
         sm_check = compare_models(source, tmp / "saved_model", args.manifest, spec.input, atol, rtol, samples, overrides)
     report = {
-        "onnx": {"max_abs_diff": max(o["max_abs_diff"] for o in onnx_check["outputs"]), "outputs": onnx_check["outputs"]},
-        "saved_model": {"max_abs_diff": max(o["max_abs_diff"] for o in sm_check["outputs"]), "outputs": sm_check["outputs"]},
+        name: {
+            "max_abs_diff": max(o["max_abs_diff"] for o in check["outputs"]),
+            "keypoints_max_abs_diff": check["outputs"][spec.keypoint_output]["max_abs_diff"],
+            "outputs": check["outputs"],
+        }
+        for name, check in (("onnx", onnx_check), ("saved_model", sm_check))
+    }
+    report |= {
         "samples": onnx_check["samples"],
         "atol": atol,
         "rtol": rtol,

@@ -9,10 +9,9 @@ import logging
 from pathlib import Path
 
 from pipeline.atomic import write_json, write_text
-from pipeline.errors import PosezooError
 from pipeline.evaluate.drift import measure_drift
 from pipeline.params import load_params, model_for
-from pipeline.source_model import model_file
+from pipeline.source_model import model_file, single_model
 
 HELP = "measure int8-vs-float keypoint drift on held-out images"
 log = logging.getLogger("posezoo.evaluate")
@@ -28,18 +27,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plot", required=True, type=Path, help="per-keypoint drift CSV (DVC plot)")
 
 
-def _int8_file(path: Path) -> Path:
-    if path.is_file():
-        return path
-    files = sorted(p for p in path.glob("*") if p.suffix in (".tflite", ".onnx"))
-    if len(files) != 1:
-        raise PosezooError(f"{path}: expected exactly one .tflite/.onnx file, found {len(files)}; run `posezoo quantize` first")
-    return files[0]
-
-
 def run(args: argparse.Namespace) -> None:
     spec, resolution = model_for(load_params(args.params), args.model, args.params)
-    int8 = _int8_file(args.int8)
+    int8 = single_model(args.int8)
     metrics, rows = measure_drift(spec, model_file(args.source_dir, spec.source["format"]), int8, args.holdout)
     write_json(args.metrics, {"variant": int8.name, "model": spec.name, "resolution": resolution, "reference": "source float model", **metrics})
     buffer = io.StringIO()

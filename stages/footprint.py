@@ -14,13 +14,14 @@ from pathlib import Path
 
 from pipeline.atomic import write_json
 from pipeline.footprint import estimate, format_text, select_targets, to_json
+from pipeline.source_model import single_model
 
 HELP = "weights flash, activation RAM and MACC of a .tflite/.onnx model, and the fit per target"
 log = logging.getLogger("posezoo.footprint")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("model", type=Path, help=".tflite or .onnx model file")
+    parser.add_argument("model", type=Path, help=".tflite or .onnx model file, or a stage directory holding exactly one")
     parser.add_argument(
         "--target",
         action="append",
@@ -33,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> None:
     targets = select_targets(args.target)
-    footprint = estimate(args.model)
+    model = single_model(args.model)
+    footprint = estimate(model)
     doc = to_json(footprint, targets)
     if args.out:
         write_json(args.out, doc)
@@ -41,6 +43,6 @@ def run(args: argparse.Namespace) -> None:
     if footprint.macc.not_counted:
         log.warning(
             "%s: MACC leaves out unknown ops %s",
-            args.model.name,
+            model.name,
             ", ".join(f"{op} ×{n}" for op, n in footprint.macc.not_counted.items()),
         )

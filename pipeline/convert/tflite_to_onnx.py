@@ -2,7 +2,8 @@
 
 tf2onnx reads the flatbuffer directly (fp16 weights behind DEQUANTIZE become fp32 initializers).
 The ONNX input is made NCHW (``inputs_as_nchw``): that is the layout onnx2tf expects when it
-turns the ONNX into an NHWC SavedModel, and the conventional layout for ONNX consumers.
+turns the ONNX into an NHWC SavedModel, and the conventional layout for ONNX consumers. Names are
+canonicalized (:mod:`pipeline.convert.canonical`) so the output is byte-for-byte reproducible.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import logging
 from pathlib import Path
 
 from pipeline.atomic import atomic_path
+from pipeline.convert.canonical import canonicalize
 from pipeline.errors import PosezooError
 
 log = logging.getLogger(__name__)
@@ -45,6 +47,7 @@ def _unsupported_ops(log_text: str) -> list[str]:
 
 def tflite_to_onnx(src: Path, dest: Path, opset: int) -> None:
     """Convert ``src`` to ``dest`` (atomic); unsupported TFLite ops are named in the error."""
+    import onnx
     import tf2onnx
 
     input_names = check_tflite(src)
@@ -56,6 +59,9 @@ def tflite_to_onnx(src: Path, dest: Path, opset: int) -> None:
         with atomic_path(dest) as tmp, contextlib.redirect_stdout(io.StringIO()):
             tf2onnx.convert.from_tflite(str(src), opset=opset, inputs_as_nchw=input_names, output_path=str(tmp))
             _check_converted(tmp, captured.getvalue(), src)
+            model = canonicalize(onnx.load(str(tmp)))
+            onnx.checker.check_model(model)
+            onnx.save(model, str(tmp))
     except PosezooError:
         raise
     except Exception as err:  # tf2onnx raises bare exceptions for unsupported graphs

@@ -61,7 +61,7 @@ def _op_rows(fp: Footprint) -> list[dict[str, Any]]:
     seen: set[int] = set()
     rows = []
     for op, macc in zip(fp.graph.ops, fp.macc.per_op):
-        constants = [t for t in op.inputs if fp.graph.tensors[t].is_constant and t not in seen]
+        constants = [t for t in dict.fromkeys(op.inputs) if fp.graph.tensors[t].is_constant and t not in seen]
         seen.update(constants)
         out = fp.graph.tensors[op.outputs[0]].shape if op.outputs else ()
         rows.append(
@@ -77,15 +77,12 @@ def _op_rows(fp: Footprint) -> list[dict[str, Any]]:
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
+    """Small and flat: DVC shows ``targets.<name>.fits`` and the headrooms (negative: over budget)."""
     doc: dict[str, Any] = {
         "fits": verdict.fits,
-        "ram_budget_bytes": verdict.target.ram_bytes,
-        "ram_needed_bytes": verdict.ram_needed_bytes,
         "ram_headroom_bytes": verdict.target.ram_bytes - verdict.ram_needed_bytes,
     }
     if verdict.flash_needed_bytes is not None and verdict.target.flash_bytes is not None:
-        doc["flash_budget_bytes"] = verdict.target.flash_bytes
-        doc["flash_needed_bytes"] = verdict.flash_needed_bytes
         doc["flash_headroom_bytes"] = verdict.target.flash_bytes - verdict.flash_needed_bytes
     return doc
 
@@ -132,16 +129,16 @@ def format_text(fp: Footprint, targets: Iterable[Target]) -> str:
         return f"{n:,} B ({n / KIB:.2f} KiB)"
 
     dtypes = ", ".join(f"{dtype} {n:,}" for dtype, n in w.by_dtype.items()) or "none"
-    lines = [
-        f"{fp.path} ({fp.graph.format}, {len(fp.graph.ops)} ops)",
-        f"  MACC                {fp.macc.total:,} ({fp.macc.total / 1e6:.3f} M)",
-        f"  weights             {size(w.total_bytes)}: {dtypes}",
-        f"  quant params        {size(w.quant.nbytes)}: {w.quant.scales:,} scales, "
-        f"{w.quant.per_channel_tensors} per-channel tensors",
-        f"  activations plan    {size(fp.arena.arena_bytes)}",
-        f"  lower bound         {size(fp.arena.lower_bound_bytes)}",
-        f"  TFLM plan (no alias) {size(fp.arena_tflm.arena_bytes)}",
+    rows = [
+        ("MACC", f"{fp.macc.total:,} ({fp.macc.total / 1e6:.3f} M)"),
+        ("weights", f"{size(w.total_bytes)}: {dtypes}"),
+        ("quant params", f"{size(w.quant.nbytes)}: {w.quant.scales:,} scales, {w.quant.per_channel_tensors} per-channel tensors"),
+        ("activations plan", size(fp.arena.arena_bytes)),
+        ("lower bound", size(fp.arena.lower_bound_bytes)),
+        ("TFLM plan today", f"{size(fp.arena_tflm.arena_bytes)} (no in-place reshape / pad)"),
     ]
+    lines = [f"{fp.path} ({fp.graph.format}, {len(fp.graph.ops)} ops)"]
+    lines += [f"  {label:<18} {value}" for label, value in rows]
     if fp.macc.not_counted:
         listed = ", ".join(f"{op} ×{n}" for op, n in fp.macc.not_counted.items())
         lines.append(f"  NOT COUNTED (unknown ops, MACC excludes them): {listed}")
@@ -149,5 +146,5 @@ def format_text(fp: Footprint, targets: Iterable[Target]) -> str:
     for v in fp.verdicts(targets):
         flash = "" if v.flash_needed_bytes is None else f", flash {v.flash_needed_bytes:,} / {v.target.flash_bytes:,} B"
         word = "fits" if v.fits else "does NOT fit"
-        lines.append(f"  {v.target.name:<10} {word}: RAM {v.ram_needed_bytes:,} / {v.target.ram_bytes:,} B{flash}")
+        lines.append(f"  {v.target.name:<18} {word}: RAM {v.ram_needed_bytes:,} / {v.target.ram_bytes:,} B{flash}")
     return "\n".join(lines)

@@ -132,3 +132,8 @@ DTYPE_BITS: dict[str, int] = {
 def dtype_bytes(dtype: str, elements: int) -> int:
     """Bytes that ``elements`` values of ``dtype`` occupy, packed (int4: two per byte)."""
     return (DTYPE_BITS[dtype] * elements + 7) // 8
+
+
+def is_precomputed(graph: Graph, op: Op) -> bool:
+    """True if every input of ``op`` is a constant: a runtime evaluates it once, at load."""
+    return bool(op.inputs) and all(graph.tensors[i].is_constant for i in op.inputs)

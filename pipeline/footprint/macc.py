@@ -46,7 +46,7 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass
 
-from pipeline.footprint.ir import Graph, Kind, Op
+from pipeline.footprint.ir import Graph, Kind, Op, is_precomputed
 
 #: MACC per element for the kinds that are a fixed cost per element of their first output.
 _PER_OUTPUT_ELEMENT: dict[Kind, int] = {
@@ -68,11 +68,6 @@ class MaccCount:
     total: int
     by_op_type: dict[str, int]
     not_counted: dict[str, int]  # op type -> number of ops not counted
-
-
-def is_precomputed(graph: Graph, op: Op) -> bool:
-    """True if every input of ``op`` is a constant: a runtime evaluates it once, at load."""
-    return bool(op.inputs) and all(graph.tensors[i].is_constant for i in op.inputs)
 
 
 def op_macc(graph: Graph, op: Op) -> int | None:

@@ -93,7 +93,7 @@ def parse_onnx(data: bytes) -> onnx.ModelProto | None:
     model = onnx.ModelProto()
     try:
         model.ParseFromString(data)
-    except Exception:  # google.protobuf.message.DecodeError, or RuntimeWarning-ish errors from upb
+    except Exception:  # DecodeError; its class depends on the protobuf backend in use
         return None
     return model if model.HasField("graph") and len(model.graph.node) > 0 else None
 
@@ -116,6 +116,7 @@ class _Builder:
         self.path = path
         self.graph = graph
         self.notes: list[str] = []
+        self.symbols: set[str] = set()  # symbolic dimensions already noted
         self.constants: dict[str, tuple[str, tuple[int, ...]]] = {}
         for init in graph.initializer:
             self.constants[init.name] = (self._dtype(init.data_type, init.name), tuple(init.dims))
@@ -209,7 +210,7 @@ class _Builder:
             inputs=inputs,
             outputs=outputs,
             quant=self._quant_params(quant_names),
-            notes=tuple(dict.fromkeys(self.notes)),
+            notes=tuple(self.notes),
         )
 
     def _quant_params(self, names: set[str]) -> QuantParams:
@@ -254,9 +255,10 @@ class _Builder:
                 dims.append(dim.dim_value)
             else:
                 dims.append(1)
-                self.notes.append(
-                    f"symbolic dimension {dim.dim_param or '?'!r} (first seen on {name!r}) taken as 1"
-                )
+                symbol = dim.dim_param or "?"
+                if symbol not in self.symbols:
+                    self.symbols.add(symbol)
+                    self.notes.append(f"symbolic dimension {symbol!r} (first seen on {name!r}) taken as 1")
         return tuple(dims)
 
     def _constant_node(self, node: onnx.NodeProto) -> tuple[str, tuple[int, ...]]:

@@ -18,15 +18,16 @@ The planner is TensorFlow Lite Micro's ``GreedyMemoryPlanner``, step for step:
   786,432 B where TFLM (and this planner) give 794,688 B.
 
 With ``in_place=True`` (the reported figure) Reshape/Squeeze/ExpandDims/Flatten/Identity outputs
-share their input's buffer. PAD is in place too: when every reader of its output is a windowed
-op (a conv with a kernel larger than 1×1, a max pool) the padding is folded into those ops' own
-padding, as ST's and NPU compilers do, and the padded tensor takes no bytes of its own; otherwise,
-when it is its input's last reader, it writes over its input. A group of tensors sharing a buffer
-is one buffer, live from its first creation to its last use, as large as its largest member that
-takes bytes (a padded copy made in place must be allocated at padded size from the start: that is
-why folding matters). With ``in_place=False`` every tensor has its own buffer, which is what TFLM
-does today, so that mode reproduces TFLM's "arena allocation head" (for kernels that ask no
-scratch buffer).
+share their input's buffer (a reshaped constant stays where the constant is stored). PAD is in
+place too: when every reader of its output is a windowed op (a conv with a kernel larger than
+1×1, a max pool) the padding is folded into those ops' own padding, as ST's tools and NPU
+compilers do, and the padded tensor takes no bytes of its own; otherwise, when PAD is its
+input's last reader, it writes over its input. Tensors sharing a
+buffer make one buffer, live from the first creation to the last use, as large as its largest
+member that takes bytes (a pad made in place needs the padded size from its input's creation:
+that is why folding matters). With ``in_place=False`` every tensor has its own buffer, which is
+what TFLM does today, so that mode reproduces TFLM's "arena allocation head" (for kernels that
+ask no scratch buffer).
 
 The lower bound is the largest total of buffers live at one step: no planner can do better.
 Kernel scratch buffers (im2col and the like) depend on the kernel library and are not modelled.
@@ -37,8 +38,7 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 
-from pipeline.footprint.ir import Graph, Kind, Op
-from pipeline.footprint.macc import is_precomputed
+from pipeline.footprint.ir import Graph, Kind, Op, is_precomputed
 
 #: TFLite Micro's ``MicroArenaBufferAlignment()``.
 ALIGNMENT = 16
@@ -106,12 +106,12 @@ def _in_place_groups(graph: Graph) -> tuple[_Groups, set[int]]:
         for tensor in op.inputs:
             readers.setdefault(tensor, []).append(op)
     for op in graph.ops:
-        if not op.inputs or not op.outputs or graph.tensors[op.inputs[0]].is_constant:
+        if not op.inputs or not op.outputs:
             continue
         source, target = op.inputs[0], op.outputs[0]
-        if op.kind is Kind.ALIAS:
+        if op.kind is Kind.ALIAS:  # a view of a constant joins the constant: no arena bytes
             groups.union(target, source)
-        elif op.kind is Kind.PAD:
+        elif op.kind is Kind.PAD and not graph.tensors[source].is_constant:
             if target not in graph.outputs and all(_pads_itself(r) for r in readers.get(target, [])):
                 folded.add(target)
                 groups.union(target, source)
@@ -153,7 +153,7 @@ def _lifetimes(graph: Graph) -> dict[int, tuple[int, int]]:
     }
 
 
-def _greedy(requests: list[tuple[tuple[int, ...], int, int, int]]) -> list[Buffer]:
+def place_greedy(requests: list[tuple[tuple[int, ...], int, int, int]]) -> list[Buffer]:
     """Place ``(tensors, size, first, last)`` requests, given in tensor order, as TFLM does."""
     placed: list[Buffer] = []  # ordered by offset; equal offsets in placement order
     offsets: list[int] = []
@@ -178,11 +178,10 @@ def plan_arena(graph: Graph, *, in_place: bool = True, alignment: int = ALIGNMEN
     lifetimes = _lifetimes(graph)
     for tensor in sorted(lifetimes):
         members.setdefault(groups.find(tensor), []).append(tensor)
+    constant_groups = {groups.find(t) for t, tensor in enumerate(graph.tensors) if tensor.is_constant}
     requests = []
-    for root in sorted(members):
+    for root in sorted(members.keys() - constant_groups):
         tensors = members[root]
-        if any(graph.tensors[t].is_constant for t in tensors):
-            continue  # an alias of a constant reads it where it is stored
         requests.append(
             (
                 tuple(tensors),
@@ -191,7 +190,7 @@ def plan_arena(graph: Graph, *, in_place: bool = True, alignment: int = ALIGNMEN
                 max(lifetimes[t][1] for t in tensors),
             )
         )
-    buffers = _greedy(requests)
+    buffers = place_greedy(requests)
     live = [0] * (len(graph.ops) + 1)
     for buffer in buffers:
         for step in range(buffer.first, buffer.last + 1):

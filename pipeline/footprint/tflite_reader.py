@@ -141,7 +141,7 @@ def _tensor(model: tflite.Model, fb_tensor: tflite.Tensor, file_size: int, notes
 
 def _stored_bytes(buffer: tflite.Buffer, file_size: int) -> int:
     """Bytes of a buffer's data, checked to lie inside the file (so truncation is detected)."""
-    if buffer.Offset() > 1:  # models over 2 GB keep data after the flatbuffer: offset + size
+    if buffer.Offset() > 1:  # models over 2 GB keep data after the flatbuffer (0/1: data inline)
         if buffer.Offset() + buffer.Size() > file_size:
             raise ValueError(f"buffer data at {buffer.Offset()}+{buffer.Size()} lies past the end of the file")
         return int(buffer.Size())

@@ -137,3 +137,34 @@ def test_per_channel_and_per_tensor_differ(tmp_path: Path, converted: Path, mani
 def test_drift_of_the_float_onnx_is_negligible(tiny_model: Path, converted: Path, manifests: Path) -> None:
     metrics, _ = measure_drift(load_model("tiny_landmarks"), tiny_model, converted / "model.onnx", manifests / "holdout.json")
     assert metrics["max_px"] < 1e-3 and metrics["within_2pct"] == 1.0
+
+
+def test_canonical_names_make_equal_graphs_byte_identical() -> None:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from pipeline.convert.canonical import canonicalize
+
+    def graph(suffix: str) -> onnx.ModelProto:
+        w = numpy_helper.from_array(np.ones((2, 2), np.float32), f"weight{suffix}")
+        nodes = [helper.make_node("MatMul", ["x", f"weight{suffix}"], [f"mid{suffix}"], name=f"mm{suffix}"),
+                 helper.make_node("Relu", [f"mid{suffix}"], ["y"], name=f"relu{suffix}")]
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])], [w])
+        return helper.make_model(g)
+
+    a, b = canonicalize(graph("__596")), canonicalize(graph("__597"))
+    assert a.SerializeToString() == b.SerializeToString()
+    assert [n.name for n in a.graph.node] == ["MatMul_0", "Relu_1"]
+    assert a.graph.input[0].name == "x" and a.graph.output[0].name == "y"
+    onnx.checker.check_model(a)
+
+
+def test_conversion_is_reproducible_across_processes(tmp_path: Path, tiny_model: Path) -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; from pathlib import Path; from pipeline.convert.tflite_to_onnx import tflite_to_onnx; tflite_to_onnx(Path(sys.argv[1]), Path(sys.argv[2]), 17)"
+    for name in ("a.onnx", "b.onnx"):
+        subprocess.run([sys.executable, "-c", code, str(tiny_model), str(tmp_path / name)], check=True, capture_output=True)
+    assert _sha(tmp_path / "a.onnx") == _sha(tmp_path / "b.onnx")
