@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+from PIL import Image
 from onnxruntime.quantization import CalibrationDataReader
 
 from pipeline.calibration.images import crop_and_resize, load_rgb, to_tensor
@@ -23,14 +24,14 @@ def iter_inputs(manifest_path: Path, spec: InputSpec, layout: str = "NHWC") -> I
     """Yield (sample id, float32 input batch of one) for every manifest sample, in order."""
     manifest_path = Path(manifest_path)
     manifest = read_manifest(manifest_path)
-    cache: dict[str, object] = {}
+    decoded: dict[str, Image.Image] = {}  # each distinct photo is decoded once per pass
     for sample in manifest["samples"]:
         image_path = manifest_path.parent / sample["file"]
         if not image_path.is_file():
             raise PosezooError(f"{image_path}: image named by {manifest_path} is missing; rerun `posezoo calibrate`")
-        if sample["sha256"] not in cache:
-            cache = {sample["sha256"]: load_rgb(image_path)}  # manifests group nothing; keep one image
-        pixels = crop_and_resize(cache[sample["sha256"]], sample["crop"], spec)
+        if sample["sha256"] not in decoded:
+            decoded[sample["sha256"]] = load_rgb(image_path)
+        pixels = crop_and_resize(decoded[sample["sha256"]], sample["crop"], spec)
         yield sample["id"], to_tensor(pixels, spec, layout)
 
 
