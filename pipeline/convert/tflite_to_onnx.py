@@ -57,9 +57,9 @@ def tflite_to_onnx(src: Path, dest: Path, opset: int) -> None:
     tf2onnx_log.addHandler(handler)
     try:
         with atomic_path(dest) as tmp, contextlib.redirect_stdout(io.StringIO()):
-            tf2onnx.convert.from_tflite(str(src), opset=opset, inputs_as_nchw=input_names, output_path=str(tmp))
-            _check_converted(tmp, captured.getvalue(), src)
-            model = canonicalize(onnx.load(str(tmp)))
+            model, _ = tf2onnx.convert.from_tflite(str(src), opset=opset, inputs_as_nchw=input_names)
+            _check_converted(captured.getvalue(), src)
+            model = canonicalize(model)
             onnx.checker.check_model(model)
             onnx.save(model, str(tmp))
     except PosezooError:
@@ -73,7 +73,7 @@ def tflite_to_onnx(src: Path, dest: Path, opset: int) -> None:
     log.info("converted %s -> %s (opset %d)", src.name, dest, opset)
 
 
-def _check_converted(path: Path, log_text: str, src: Path) -> None:
+def _check_converted(log_text: str, src: Path) -> None:
     ops = _unsupported_ops(log_text)
     if ops:
         raise PosezooError(f"{src}: tf2onnx left unsupported ops ({'; '.join(ops)}); the model cannot be converted to ONNX")

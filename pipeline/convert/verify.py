@@ -40,14 +40,16 @@ def compare_models(
     in params.yaml), for outputs whose conversion legitimately differs more than the keypoints,
     e.g. BlazePose's large segmentation logits.
     """
-    ref_run, ref_layout = runner_for(reference, source_order=True)
-    cand_run, cand_layout = runner_for(candidate)
+    ref_run = runner_for(reference, source_order=True)
+    cand_run = runner_for(candidate)
     worst: list[dict[str, Any]] = []
+    samples = 0
     for sample_id, x in itertools.islice(iter_inputs(manifest, spec, "NHWC"), max_samples):
-        ref_out = ref_run(x if ref_layout == "NHWC" else x.transpose(0, 3, 1, 2))
-        cand_out = cand_run(x if cand_layout == "NHWC" else x.transpose(0, 3, 1, 2))
+        ref_out = ref_run(x)
+        cand_out = cand_run(x)
         if len(ref_out) != len(cand_out):
             raise PosezooError(f"{candidate}: has {len(cand_out)} outputs, {reference} has {len(ref_out)}; the conversion dropped outputs")
+        samples += 1
         if not worst:
             worst = [{"index": i, "shape": list(r.shape), "max_abs_diff": 0.0, "reference_max_abs": 0.0, "sample": None} for i, r in enumerate(ref_out)]
         for i, (r, c) in enumerate(zip(ref_out, cand_out)):
@@ -71,10 +73,5 @@ def compare_models(
             f"(tolerance {e['tolerance']:.4g} = atol + rtol * max|reference| {e['reference_max_abs']:.4g}); "
             "the conversion is not faithful — inspect the model, or set models.<name>.verify in params.yaml if the difference is expected"
         )
-    return {"reference": str(reference), "candidate": str(candidate), "samples": min(max_samples, _count(manifest)), "outputs": worst}
+    return {"reference": str(reference), "candidate": str(candidate), "samples": samples, "outputs": worst}
 
-
-def _count(manifest: Path) -> int:
-    from pipeline.calibration.sampler import read_manifest
-
-    return len(read_manifest(manifest)["samples"])
