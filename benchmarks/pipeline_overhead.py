@@ -102,11 +102,11 @@ def bare_onnx(float_onnx: Path, data: list[np.ndarray], dest: Path) -> None:
 
 
 def bare_eval(src: Path, int8: Path, data: list[np.ndarray]) -> None:
-    ref, _ = runner_for(src, source_order=True)
-    got, layout = runner_for(int8)
+    ref = runner_for(src, source_order=True)
+    got = runner_for(int8)
     for x in data:
         ref(x)
-        got(x if layout == "NHWC" else x.transpose(0, 3, 1, 2))
+        got(x)
 
 
 def bench_model(name: str, calib: Path) -> list[tuple[str, float, float]]:

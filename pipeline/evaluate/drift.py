@@ -27,13 +27,13 @@ WITHIN_FRACTION = 0.02
 def measure_drift(spec: ModelSpec, float_model: Path, int8_model: Path, holdout: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """(metrics, per-keypoint rows) of ``int8_model`` against ``float_model`` on ``holdout``."""
     decode = decoder_for(spec)
-    ref_run, ref_layout = runner_for(float_model, source_order=True)
-    q_run, q_layout = runner_for(int8_model)
+    ref_run = runner_for(float_model, source_order=True)
+    q_run = runner_for(int8_model)
     errors = []
     total = len(read_manifest(holdout)["samples"])
     for _, x in tqdm(iter_inputs(holdout, spec.input, "NHWC"), total=total, desc=f"drift {Path(int8_model).name}", leave=False):
-        ref = decode(ref_run(x if ref_layout == "NHWC" else x.transpose(0, 3, 1, 2)), spec)
-        got = decode(q_run(x if q_layout == "NHWC" else x.transpose(0, 3, 1, 2)), spec)
+        ref = decode(ref_run(x), spec)
+        got = decode(q_run(x), spec)
         errors.append(np.linalg.norm(ref - got, axis=1))
     err = np.stack(errors)  # (samples, keypoints)
     size = float(max(spec.input.height, spec.input.width))

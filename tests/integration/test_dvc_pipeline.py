@@ -90,3 +90,19 @@ def test_forced_repro_is_byte_identical(project: Path) -> None:
     before = _int8_hashes(project)
     _run([dvc, "repro", "--force"], project)
     assert _int8_hashes(project) == before
+
+
+def test_onnx_runner_gives_steady_outputs_from_the_first_call(project: Path) -> None:
+    """onnxruntime's first Run of an optimized int8 QDQ session differs from later ones; the runner warms up."""
+    import numpy as np
+
+    from pipeline.calibration.reader import iter_inputs
+    from pipeline.convert.runners import runner_for
+    from pipeline.registry import load_model
+
+    (model,) = (project / "build" / "int8").glob(f"*per_channel-onnx/{MODEL}_224_int8_pc.onnx")
+    _, x = next(iter_inputs(project / "calibration" / "default" / "holdout.json", load_model(MODEL).input))
+    run = runner_for(model)
+    first, second = run(x), run(x)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)

@@ -11,7 +11,7 @@ import pytest
 from pipeline.calibration.sampler import SamplingParams, write_manifests
 from pipeline.calibration.sources import resolve
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
-from pipeline.convert.runners import runner_for
+from pipeline.convert.runners import onnx_input_layout
 from pipeline.convert.tflite_to_onnx import tflite_to_onnx
 from pipeline.convert.verify import compare_models
 from pipeline.errors import PosezooError
@@ -48,7 +48,7 @@ def test_conversions_match_the_source(tiny_model: Path, converted: Path, manifes
         report = compare_models(tiny_model, candidate, manifests / "manifest.json", spec, atol=1e-3, rtol=1e-4, max_samples=5)
         assert [o["index"] for o in report["outputs"]] == [0, 1]
         assert all(o["ok"] and o["max_abs_diff"] < 1e-3 for o in report["outputs"])
-    assert runner_for(converted / "model.onnx")[1] == "NCHW"
+    assert onnx_input_layout(converted / "model.onnx") == "NCHW"
     assert not list((converted / "saved_model").glob("*.tflite"))
 
 
