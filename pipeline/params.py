@@ -39,11 +39,18 @@ def get(params: dict[str, Any], dotted: str, path: Path = DEFAULT_PARAMS) -> Any
 
 
 def model_for(params: dict[str, Any], name: str, path: Path = DEFAULT_PARAMS) -> tuple[ModelSpec, int]:
-    """(registry entry, resolution) of a model listed in ``models``; unknown names fail early."""
+    """(registry entry, resolution) of a model listed in ``models``; unknown names fail early.
+
+    ``models.<name>.source`` picks another of the entry's sources (e.g. a published int8 file
+    to requantize instead of the float release); the default is the registry's ``source``.
+    """
     spec = load_model(name)
     models = get(params, "models", path)
     if name not in models:
         raise PosezooError(f"{path}: model '{name}' is not under 'models'; add it or pick one of {', '.join(models)}")
+    source_id = models[name].get("source")
+    if source_id is not None:
+        spec = spec.with_source(source_id)
     resolution = int(models[name].get("resolution", spec.input.height))
     if resolution not in spec.resolutions or resolution != spec.input.height:
         raise PosezooError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import PosezooError
+from pipeline.registry import ModelSpec
 
 EXTENSIONS = {"tflite": ".tflite", "tflite-int8": ".tflite", "onnx": ".onnx", "openvino-ir": ".xml", "pytorch": ".pt"}
 
@@ -44,3 +45,23 @@ def single_model(path: Path) -> Path:
     if len(files) != 1:
         raise PosezooError(f"{path}: expected exactly one .tflite/.onnx file, found {len(files)}; run `posezoo quantize` first")
     return files[0]
+
+
+FLOAT_FORMATS = ("tflite",)
+
+
+def reference_model(spec: ModelSpec, source_dir: Path, float_dir: Path | None) -> Path:
+    """The float model int8 variants are judged against.
+
+    For a float source that is the source file itself; for a published int8 source
+    (requantization) it is the dequantized float ONNX ``posezoo convert`` verified against it.
+    """
+    fmt = spec.source["format"]
+    if fmt in FLOAT_FORMATS:
+        return model_file(source_dir, fmt)
+    if float_dir is None:
+        raise PosezooError(f"{spec.name}: the source is {fmt}, so the float reference is the converted model; pass --float-dir (output of `posezoo convert`)")
+    path = Path(float_dir) / "model.onnx"
+    if not path.is_file():
+        raise PosezooError(f"{path}: float model missing; run `posezoo convert` (or `dvc repro`) first")
+    return path

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.fetch import fetch, sha256_file
-from pipeline.registry import load_model
+from pipeline.params import load_params, model_for
 from pipeline.source_model import extension
 
 HELP = "fetch a model's pinned source into a directory"
@@ -18,11 +18,12 @@ log = logging.getLogger("posezoo.fetch")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registry name, e.g. hand_landmark_full")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (models.<name>.source picks the source)")
     parser.add_argument("--out", required=True, type=Path, help="output directory (model.<ext> + provenance.json)")
 
 
 def run(args: argparse.Namespace) -> None:
-    spec = load_model(args.model)
+    spec, _ = model_for(load_params(args.params), args.model, args.params)
     source = spec.source
     ext = extension(source["format"])
     with atomic_path(args.out) as tmp:

@@ -9,7 +9,7 @@ validates entries so that a typo fails at load time with the file name, not deep
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -59,6 +59,13 @@ class ModelSpec:
     keypoint_names: Any
     resolutions: tuple[int, ...]
     raw: Mapping[str, Any] = field(repr=False)
+
+    def with_source(self, source_id: str) -> "ModelSpec":
+        """This entry with another of its declared sources as the one the pipeline starts from."""
+        sources = {s["id"]: s for s in self.raw["sources"]}
+        if source_id not in sources:
+            raise PosezooError(f"{self.path}: source '{source_id}' is not among sources {sorted(sources)}; pick one of them")
+        return replace(self, source=sources[source_id])
 
 
 def _require(entry: Mapping[str, Any], key: str, path: Path) -> Any:
