@@ -1,12 +1,18 @@
-"""Convert a float source model to float ONNX and a float SavedModel, verifying each against the source on real images."""
+"""Convert a source model to float ONNX and a float SavedModel, verifying each on real images.
+
+A published int8 TFLite source is dequantized first (the requantization path): its float ONNX is
+judged against the int8 original, then the usual exports run on it.
+"""
 
 from __future__ import annotations
 
 import argparse
 import logging
 from pathlib import Path
+from typing import Any
 
 from pipeline.atomic import atomic_path, write_json
+from pipeline.convert.dequantize import dequantize_tflite_to_onnx, verify_dequantized
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
 from pipeline.convert.tflite_to_onnx import tflite_to_onnx
 from pipeline.convert.verify import compare_models
@@ -14,7 +20,9 @@ from pipeline.errors import PosezooError
 from pipeline.params import get, load_params, model_for
 from pipeline.source_model import model_file
 
-HELP = "convert a source model to float ONNX + SavedModel and verify both"
+HELP = "convert a source model (float or published int8 TFLite) to float ONNX + SavedModel and verify both"
+#: Source formats with a float converter: float TFLite, and int8 TFLite (dequantized: requantization).
+CONVERTIBLE = ("tflite", "tflite-int8")
 log = logging.getLogger("posezoo.convert")
 
 
@@ -27,39 +35,49 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--report", required=True, type=Path, help="verification report (JSON metrics)")
 
 
+def _summary(check: dict[str, Any], keypoint_output: int) -> dict[str, Any]:
+    return {
+        "max_abs_diff": max(o["max_abs_diff"] for o in check["outputs"]),
+        "keypoints_max_abs_diff": check["outputs"][keypoint_output]["max_abs_diff"],
+        "outputs": check["outputs"],
+    }
+
+
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     spec, _ = model_for(params, args.model, args.params)
     fmt = spec.source["format"]
-    if fmt != "tflite":
+    if fmt not in CONVERTIBLE:
         raise PosezooError(
-            f"{spec.path}: source format '{fmt}' has no float converter in this version (float TFLite only); "
-            "pick a float TFLite source for this model"
+            f"{spec.path}: source format '{fmt}' has no float converter in this version ({', '.join(CONVERTIBLE)} only); "
+            "pick another of the model's sources with models.<name>.source in params.yaml"
         )
     source = model_file(args.source_dir, fmt)
     opset = int(get(params, "convert.opset", args.params))
     atol = float(get(params, "convert.atol", args.params))
     rtol = float(get(params, "convert.rtol", args.params))
     samples = int(get(params, "convert.verify_samples", args.params))
-    overrides = {int(k): v for k, v in get(params, f"models.{args.model}", args.params).get("verify", {}).items()}
+    model_params = get(params, f"models.{args.model}", args.params)
+    overrides = {int(k): v for k, v in model_params.get("verify", {}).items()}
+    report: dict[str, Any] = {"source": spec.source["id"], "source_format": fmt, "atol": atol, "rtol": rtol}
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
-        tflite_to_onnx(source, tmp / "model.onnx", opset)
-        onnx_check = compare_models(source, tmp / "model.onnx", args.manifest, spec.input, atol, rtol, samples, overrides)
-        onnx_to_savedmodel(tmp / "model.onnx", tmp / "saved_model", args.manifest)
-        sm_check = compare_models(source, tmp / "saved_model", args.manifest, spec.input, atol, rtol, samples, overrides)
-    report = {
-        name: {
-            "max_abs_diff": max(o["max_abs_diff"] for o in check["outputs"]),
-            "keypoints_max_abs_diff": check["outputs"][spec.keypoint_output]["max_abs_diff"],
-            "outputs": check["outputs"],
-        }
-        for name, check in (("onnx", onnx_check), ("saved_model", sm_check))
-    }
-    report |= {
-        "samples": onnx_check["samples"],
-        "atol": atol,
-        "rtol": rtol,
-    }
+        onnx_path = tmp / "model.onnx"
+        if fmt == "tflite":
+            tflite_to_onnx(source, onnx_path, opset)
+            report["onnx"] = _summary(compare_models(source, onnx_path, args.manifest, spec.input, atol, rtol, samples, overrides), spec.keypoint_output)
+            float_reference = source
+        else:
+            # A published int8 file: dequantize, judge the float model against the int8 original
+            # in output quantization steps (they differ by the int8 activation error), then judge
+            # the SavedModel against the float ONNX like any conversion.
+            mean_steps = float(model_params.get("dequantized_mean_steps", get(params, "convert.dequantized_mean_steps", args.params)))
+            info = dequantize_tflite_to_onnx(source, onnx_path, opset)
+            report["dequantized"] = verify_dequantized(source, onnx_path, args.manifest, spec.input, info, mean_steps, samples)
+            float_reference = onnx_path
+        onnx_to_savedmodel(onnx_path, tmp / "saved_model", args.manifest)
+        sm_check = compare_models(float_reference, tmp / "saved_model", args.manifest, spec.input, atol, rtol, samples, overrides)
+        report["saved_model"] = _summary(sm_check, spec.keypoint_output)
+        report["samples"] = sm_check["samples"]
     write_json(args.report, report)
-    log.info("converted and verified %s (onnx max diff %.3g, saved_model max diff %.3g)", spec.name, report["onnx"]["max_abs_diff"], report["saved_model"]["max_abs_diff"])
+    log.info("converted and verified %s from %s (%s)", spec.name, spec.source["id"], fmt)

@@ -23,6 +23,18 @@ TINY_KEYPOINTS = 5
 TINY_SIZE = 32
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """Fix which Keras ``tf.keras`` is before any test imports onnx2tf.
+
+    Importing onnx2tf sets TF_USE_LEGACY_KERAS=1, and TensorFlow resolves ``tf.keras`` once, at
+    first use: without this, the tiny models the tests build are Keras 3 or tf_keras models
+    depending on test order, and the two order a multi-output model's TFLite outputs differently.
+    """
+    import tensorflow as tf
+
+    assert tf.keras.Model is not None
+
+
 def build_tiny_tflite(path: Path, seed: int = 0) -> Path:
     """A 32×32 conv net regressing 5 (x, y) keypoints in input pixels plus a presence score."""
     import tensorflow as tf

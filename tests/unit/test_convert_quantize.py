@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from pipeline.calibration.sampler import SamplingParams, write_manifests
 from pipeline.calibration.sources import resolve
+from pipeline.convert.dequantize import dequantize_tflite_to_onnx
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
 from pipeline.convert.runners import onnx_input_layout
 from pipeline.convert.tflite_to_onnx import tflite_to_onnx
@@ -61,12 +63,13 @@ def test_verification_fails_on_a_different_model(tmp_path: Path, tiny_model: Pat
     assert "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize("convert", [tflite_to_onnx, dequantize_tflite_to_onnx], ids=["float", "dequantize"])
 @pytest.mark.parametrize("content", [b"definitely not a model", b"\x00" * 64])
-def test_non_model_file_is_rejected(tmp_path: Path, content: bytes) -> None:
+def test_non_model_file_is_rejected(tmp_path: Path, content: bytes, convert: Any) -> None:
     bad = tmp_path / "bad.tflite"
     bad.write_bytes(content)
     with pytest.raises(PosezooError, match=r"bad\.tflite: not a TFLite flatbuffer"):
-        tflite_to_onnx(bad, tmp_path / "out.onnx", opset=17)
+        convert(bad, tmp_path / "out.onnx", opset=17)
     assert not (tmp_path / "out.onnx").exists()
 
 
