@@ -23,6 +23,7 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/pipeline_overhead.py
+	$(BIN)/python benchmarks/per_tensor_recovery.py
 
 clean:
 	rm -rf build metrics plots calibration/default

@@ -40,6 +40,7 @@ from pipeline.convert.runners import runner_for  # noqa: E402
 from pipeline.convert.tflite_to_onnx import tflite_to_onnx  # noqa: E402
 from pipeline.convert.verify import compare_models  # noqa: E402
 from pipeline.evaluate.drift import measure_drift  # noqa: E402
+from pipeline.quantize.config import QuantConfig  # noqa: E402
 from pipeline.quantize.onnx import quantize_onnx  # noqa: E402
 from pipeline.quantize.tflite import quantize_tflite  # noqa: E402
 from pipeline.registry import load_model  # noqa: E402
@@ -129,9 +130,9 @@ def bench_model(name: str, calib: Path) -> list[tuple[str, float, float]]:
             compare_models(src, work / "saved_model", manifest, spec.input, verify["atol"], verify["rtol"], verify["verify_samples"], overrides)
 
         rows.append(("convert", timed(posezoo_convert), timed(lambda: bare_convert(src, work, manifest))))
-        rows.append(("quantize tflite pc", timed(lambda: quantize_tflite(work / "saved_model", work / "q.tflite", manifest, spec.input, True)),
+        rows.append(("quantize tflite pc", timed(lambda: quantize_tflite(work / "saved_model", work / "q.tflite", manifest, spec.input, QuantConfig(per_channel=True))),
                      timed(lambda: bare_tflite(work / "saved_model", calib_data, work / "bare.tflite"))))
-        rows.append(("quantize onnx pc", timed(lambda: quantize_onnx(work / "model.onnx", work / "q.onnx", manifest, spec.input, True)),
+        rows.append(("quantize onnx pc", timed(lambda: quantize_onnx(work / "model.onnx", work / "q.onnx", manifest, spec.input, QuantConfig(per_channel=True))),
                      timed(lambda: bare_onnx(work / "model.onnx", calib_data, work / "bare_q.onnx"))))
         rows.append(("evaluate tflite", timed(lambda: measure_drift(spec, src, work / "q.tflite", holdout)), timed(lambda: bare_eval(src, work / "q.tflite", hold_data))))
     return rows

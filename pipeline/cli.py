@@ -16,7 +16,7 @@ from typing import Sequence
 from pipeline.errors import PosezooError
 
 #: Subcommands in pipeline order; each is the module ``stages.<name>``.
-STAGES = ("fetch", "calibrate", "convert", "quantize", "evaluate", "footprint")
+STAGES = ("fetch", "calibrate", "convert", "optimize", "quantize", "evaluate", "footprint", "recommend")
 
 
 def build_parser() -> argparse.ArgumentParser:

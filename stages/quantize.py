@@ -1,37 +1,67 @@
-"""Export one int8 variant (TFLite or ONNX QDQ, per-channel or per-tensor) calibrated on the manifest."""
+"""Export one integer variant (TFLite or ONNX QDQ) of a quantization scheme, calibrated on the manifest.
+
+The scheme's recipe (params.yaml ``quantize.recipes.<scheme>``) gives the weight granularity,
+calibration method and activation width; the float model comes from `posezoo optimize`, which
+applied the recipe's float-model transforms and chose its float fallback layers
+(``float_nodes.json``). Beside the model a ``<variant>.quant.json`` records how it was made, for
+`posezoo evaluate` and `posezoo recommend`.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+from pipeline.atomic import write_json
 from pipeline.params import load_params, model_for
-from pipeline.quantize import FORMATS, GRANULARITIES, variant_name
+from pipeline.quantize import FORMATS, variant_name
 from pipeline.quantize.onnx import quantize_onnx
+from pipeline.quantize.recipe import FLOAT_NODES, QUANT_SIDECAR, recipe_for
 from pipeline.quantize.tflite import quantize_tflite
 
-HELP = "export an int8 TFLite / ONNX variant (per-channel or per-tensor)"
+HELP = "export an int8 (or 16x8) TFLite / ONNX variant of a quantization scheme"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registry name")
-    parser.add_argument("--granularity", required=True, choices=sorted(GRANULARITIES), help="weight quantization granularity")
+    parser.add_argument("--scheme", required=True, help="quantization scheme (params.yaml quantize.schemes / quantize.recipes)")
     parser.add_argument("--format", required=True, choices=FORMATS, help="output format")
-    parser.add_argument("--float-dir", required=True, type=Path, help="output directory of `posezoo convert`")
+    parser.add_argument("--float-dir", required=True, type=Path, help="output directory of `posezoo optimize` (or `posezoo convert`)")
     parser.add_argument("--manifest", required=True, type=Path, help="calibration manifest")
-    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (models.<name>)")
-    parser.add_argument("--out-dir", required=True, type=Path, help="directory for <model>_<res>_int8_<pc|pt>.<format>")
+    parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (models.<name>, quantize)")
+    parser.add_argument("--out-dir", required=True, type=Path, help="directory for <variant>.<format> and <variant>.quant.json")
 
 
 def run(args: argparse.Namespace) -> None:
-    spec, resolution = model_for(load_params(args.params), args.model, args.params)
-    dest = args.out_dir / f"{variant_name(spec.name, resolution, args.granularity)}.{args.format}"
-    per_channel = args.granularity == "per_channel"
+    params = load_params(args.params)
+    spec, resolution = model_for(params, args.model, args.params)
+    recipe = recipe_for(params, args.scheme, args.params)
+    chosen = args.float_dir / FLOAT_NODES
+    float_nodes = tuple(json.loads(chosen.read_text())["float_nodes"]) if chosen.is_file() else ()
+    config = recipe.config(float_nodes)
+    stem = variant_name(spec.name, resolution, recipe.weights, config)
+    stem = f"{stem}_{recipe.tag}" if recipe.tag else stem
+    dest = args.out_dir / f"{stem}.{args.format}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    for stale in args.out_dir.glob(f"*.{args.format}"):
-        if stale != dest:
+    for stale in args.out_dir.iterdir():
+        if stale.name not in (dest.name, f"{stem}{QUANT_SIDECAR}"):
             stale.unlink()
     if args.format == "tflite":
-        quantize_tflite(args.float_dir / "saved_model", dest, args.manifest, spec.input, per_channel)
+        quantize_tflite(args.float_dir / "saved_model", dest, args.manifest, spec.input, config, float_onnx=args.float_dir / "model.onnx")
     else:
-        quantize_onnx(args.float_dir / "model.onnx", dest, args.manifest, spec.input, per_channel)
+        quantize_onnx(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config)
+    write_json(
+        args.out_dir / f"{stem}{QUANT_SIDECAR}",
+        {
+            "scheme": args.scheme,
+            "granularity": recipe.weights,
+            "activation_bits": config.activation_bits,
+            "calibration": config.calibration,
+            **({"percentile": config.percentile} if config.calibration == "percentile" else {}),
+            "equalize": recipe.equalize,
+            "bias_correction": recipe.bias_correction,
+            "float_layers": len(config.float_nodes),
+            "float_nodes": list(config.float_nodes),
+        },
+    )

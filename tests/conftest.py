@@ -134,3 +134,16 @@ def photo_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("photos")
     make_photos(folder)
     return folder
+
+
+def photo_manifests(out: Path, photo_folder: Path, num_calibration: int = 12, num_holdout: int = 6) -> Path:
+    """Write calibration + held-out manifests of the test photos into ``out``; return ``out``."""
+    from pipeline.calibration.sampler import SamplingParams, write_manifests
+    from pipeline.calibration.sources import resolve
+
+    photos = resolve({"kind": "folder", "path": str(photo_folder)}, photo_folder)
+    params = SamplingParams(
+        num_calibration=num_calibration, num_holdout=num_holdout, seed=0, crop_scale_range=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False
+    )
+    write_manifests(photos, params, "test", True, out)
+    return out

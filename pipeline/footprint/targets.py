@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable, Mapping
 
 import yaml
 
@@ -28,6 +28,7 @@ class Target:
     weights_in_ram: bool
     ram_source: str
     flash_source: str
+    quantization: Mapping[str, Any] | None = None  # what the accelerator runs (see targets.yaml)
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ def load_targets(path: Path = TARGETS_FILE) -> dict[str, Target]:
                 weights_in_ram=bool(entry["weights_in_ram"]),
                 ram_source=entry["ram_source"],
                 flash_source=entry["flash_source"],
+                quantization=entry.get("quantization"),
             )
             for name, entry in entries.items()
         }

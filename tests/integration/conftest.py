@@ -25,9 +25,10 @@ def run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def make_project(root: Path, models: Mapping[str, Any], datasets: list[str] | None = None) -> Path:
+def make_project(root: Path, models: Mapping[str, Any], datasets: list[str] | None = None, recipes: Mapping[str, Any] | None = None) -> Path:
     """A git + DVC project at ``root`` using this checkout's code, dvc.yaml and declarations,
-    with ``params.yaml``'s models replaced by ``models`` (and accuracy datasets, if given)."""
+    with ``params.yaml``'s models replaced by ``models`` (and accuracy datasets and quantization
+    recipes, if given)."""
     for name in ("pipeline", "stages", "evaluation"):
         (root / name).symlink_to(REPO / name)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -37,6 +38,7 @@ def make_project(root: Path, models: Mapping[str, Any], datasets: list[str] | No
     params["models"] = dict(models)
     if datasets is not None:
         params["accuracy"]["datasets"] = datasets
+    params["quantize"]["recipes"].update(recipes or {})
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run([DVC, "init", "-q"], root)

@@ -40,7 +40,7 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_repro_makes_four_verified_variants(project: Path) -> None:
     names = set(_int8_hashes(project))
-    assert names == {f"{MODEL}_224_int8_{g}.{f}" for g in ("pc", "pt") for f in ("tflite", "onnx")}
+    assert names == {f"{MODEL}_224_int8_{g}.{f}" for g in ("pc", "pt_bc") for f in ("tflite", "onnx")}
     report = json.loads((project / "metrics" / "convert" / f"{MODEL}.json").read_text())
     assert report["onnx"]["max_abs_diff"] < 0.05 and report["saved_model"]["max_abs_diff"] < 0.05
     manifest = json.loads((project / "calibration" / "default" / "manifest.json").read_text())
@@ -62,6 +62,14 @@ def test_metrics_show_lists_every_variant_with_drift(project: Path) -> None:
             hand = data["accuracy"]["shared_freihand"]
             assert hand["float"]["instances"] == 8 and 0.5 < hand["float"]["pck_0.2"] <= 1.0
             assert hand["delta"]["pck_0.2"] == pytest.approx(hand["int8"]["pck_0.2"] - hand["float"]["pck_0.2"])
+
+
+def test_per_tensor_is_bias_corrected_and_recommended_for_the_mp2(project: Path) -> None:
+    made = json.loads(next((project / "build" / "int8").glob(f"*per_tensor-onnx/{MODEL}_224_int8_pt_bc.quant.json")).read_text())
+    assert made["bias_correction"] and made["granularity"] == "per_tensor"
+    recommended = json.loads((project / "metrics" / "recommend" / f"{MODEL}.json").read_text())["targets"]
+    assert recommended["stm32mp2"]["recommended"].startswith(f"{MODEL}_224_int8_pt")
+    assert recommended["stm32n6"]["recommended"] is not None
 
 
 def test_second_repro_is_cached_and_status_clean(project: Path) -> None:

@@ -23,6 +23,7 @@ import pytest
 from pipeline.convert.dequantize import DequantizeInfo, dequantize_tflite_to_onnx, verify_dequantized
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
 from pipeline.errors import PosezooError
+from pipeline.quantize.config import QuantConfig
 from pipeline.quantize.onnx import quantize_onnx
 from pipeline.quantize.tflite import quantize_tflite
 from pipeline.registry import InputSpec, load_model
@@ -153,8 +154,8 @@ def test_per_tensor_and_per_channel_exports_from_a_per_channel_release(
 
     name, _, dest, info, spec = dequantized
     onnx_to_savedmodel(dest, tmp_path / "saved_model", manifests["calibration"])
-    quantize_tflite(tmp_path / "saved_model", tmp_path / "pt.tflite", manifests["calibration"], spec, per_channel=False)
-    quantize_onnx(dest, tmp_path / "pc.onnx", manifests["calibration"], spec, per_channel=True)
+    quantize_tflite(tmp_path / "saved_model", tmp_path / "pt.tflite", manifests["calibration"], spec, QuantConfig(per_channel=False))
+    quantize_onnx(dest, tmp_path / "pc.onnx", manifests["calibration"], spec, QuantConfig(per_channel=True))
 
     model = tflite.Model.GetRootAsModel((tmp_path / "pt.tflite").read_bytes(), 0)
     graph = model.Subgraphs(0)

@@ -9,8 +9,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from pipeline.calibration.sampler import SamplingParams, write_manifests
-from pipeline.calibration.sources import resolve
 from pipeline.convert.dequantize import dequantize_tflite_to_onnx
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
 from pipeline.convert.runners import onnx_input_layout
@@ -18,22 +16,19 @@ from pipeline.convert.tflite_to_onnx import tflite_to_onnx
 from pipeline.convert.verify import compare_models
 from pipeline.errors import PosezooError
 from pipeline.evaluate.drift import measure_drift
+from pipeline.quantize.config import QuantConfig
 from pipeline.quantize.onnx import quantize_onnx
 from pipeline.quantize.tflite import quantize_tflite
 from pipeline.registry import load_model
 
-from tests.conftest import build_tiny_tflite
+from tests.conftest import build_tiny_tflite, photo_manifests
 
 pytestmark = pytest.mark.usefixtures("tiny_env")
 
 
 @pytest.fixture(scope="module")
 def manifests(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path) -> Path:
-    out = tmp_path_factory.mktemp("calib")
-    photos = resolve({"kind": "folder", "path": str(photo_folder)}, photo_folder)
-    params = SamplingParams(num_calibration=12, num_holdout=6, seed=0, crop_scale_range=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False)
-    write_manifests(photos, params, "test", True, out)
-    return out
+    return photo_manifests(tmp_path_factory.mktemp("calib"), photo_folder, 12, 6)
 
 
 @pytest.fixture(scope="module")
@@ -92,8 +87,8 @@ def test_int8_exports_are_int8_deterministic_and_close(tmp_path: Path, tiny_mode
     for run in ("a", "b"):
         files[run, "tflite"] = tmp_path / run / "m.tflite"
         files[run, "onnx"] = tmp_path / run / "m.onnx"
-        quantize_tflite(converted / "saved_model", files[run, "tflite"], manifest, spec.input, per_channel)
-        quantize_onnx(converted / "model.onnx", files[run, "onnx"], manifest, spec.input, per_channel)
+        quantize_tflite(converted / "saved_model", files[run, "tflite"], manifest, spec.input, QuantConfig(per_channel))
+        quantize_onnx(converted / "model.onnx", files[run, "onnx"], manifest, spec.input, QuantConfig(per_channel))
     for fmt in ("tflite", "onnx"):
         assert _sha(files["a", fmt]) == _sha(files["b", fmt]), f"{fmt} export is not reproducible"
 
@@ -118,8 +113,8 @@ def test_int8_exports_are_int8_deterministic_and_close(tmp_path: Path, tiny_mode
 def test_per_channel_and_per_tensor_differ(tmp_path: Path, converted: Path, manifests: Path) -> None:
     spec = load_model("tiny_landmarks").input
     manifest = manifests / "manifest.json"
-    quantize_tflite(converted / "saved_model", tmp_path / "pc.tflite", manifest, spec, True)
-    quantize_tflite(converted / "saved_model", tmp_path / "pt.tflite", manifest, spec, False)
+    quantize_tflite(converted / "saved_model", tmp_path / "pc.tflite", manifest, spec, QuantConfig(True))
+    quantize_tflite(converted / "saved_model", tmp_path / "pt.tflite", manifest, spec, QuantConfig(False))
     import tflite
 
     def conv_scale_counts(path: Path) -> list[int]:

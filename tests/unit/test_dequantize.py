@@ -13,15 +13,13 @@ import numpy as np
 import pytest
 
 from pipeline.calibration.reader import iter_inputs
-from pipeline.calibration.sampler import SamplingParams, write_manifests
-from pipeline.calibration.sources import resolve
 from pipeline.convert.dequantize import DequantizeInfo, _float_input, dequantize_tflite_to_onnx, read_quantization, verify_dequantized
 from pipeline.convert.runners import _dequantize, _quantize, runner_for
 from pipeline.convert.tflite_to_onnx import fold_split_transposes
 from pipeline.errors import PosezooError
 from pipeline.registry import InputSpec
 
-from tests.conftest import TINY_SIZE, build_tiny_tflite
+from tests.conftest import TINY_SIZE, build_tiny_tflite, photo_manifests
 
 SPEC = InputSpec(height=TINY_SIZE, width=TINY_SIZE, channels=3, layout="NHWC", color="RGB", value_range=(0.0, 1.0), resize="stretch")
 IO_TYPES = ["uint8", "int8", "float32"]
@@ -29,10 +27,7 @@ IO_TYPES = ["uint8", "int8", "float32"]
 
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory, photo_folder: Path) -> Path:
-    out = tmp_path_factory.mktemp("calib")
-    photos = resolve({"kind": "folder", "path": str(photo_folder)}, photo_folder)
-    params = SamplingParams(num_calibration=12, num_holdout=6, seed=0, crop_scale_range=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False)
-    return write_manifests(photos, params, "test", True, out)["calibration"]
+    return photo_manifests(tmp_path_factory.mktemp("calib"), photo_folder, 12, 6) / "manifest.json"
 
 
 @pytest.fixture(scope="module")

@@ -80,7 +80,7 @@ def test_cli_help_lists_every_stage() -> None:
 def test_unknown_model_in_params_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     params = tmp_path / "params.yaml"
     params.write_text("models:\n  not_a_model: {resolution: 1}\n")
-    code = main(["quantize", "--model", "not_a_model", "--granularity", "per_channel", "--format", "onnx", "--float-dir", str(tmp_path),
+    code = main(["quantize", "--model", "not_a_model", "--scheme", "per_channel", "--format", "onnx", "--float-dir", str(tmp_path),
                  "--manifest", str(tmp_path / "m.json"), "--params", str(params), "--out-dir", str(tmp_path / "out")])
     err = capsys.readouterr().err
     assert code == 2

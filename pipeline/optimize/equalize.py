@@ -1,0 +1,420 @@
+"""Cross-layer equalization and bias absorption on a float ONNX (Nagel et al. 2019, §4.1, §4.1.1).
+
+Why: per-tensor int8 gives all output channels of a weight tensor one scale, so a channel whose
+weights span 1 % of the tensor's range is rounded to about three levels (depthwise convolutions
+are the usual victims). For consecutive layers ``y = W2 f(W1 x + b1) + b2`` with ``f``
+positively homogeneous (``f(s x) = s f(x)`` for ``s > 0``, per channel), dividing output channel
+``i`` of ``W1`` and ``b1`` by ``s_i`` and multiplying input channel ``i`` of ``W2`` by ``s_i``
+leaves the function unchanged. ``s_i = sqrt(r1_i r2_i) / r2_i`` (``r`` = per-channel max |w|)
+gives both channels the range ``sqrt(r1_i r2_i)``, which maximizes the pair's summed per-tensor
+precision (Nagel §4.1); in a chain a layer is scaled on both sides, so the pairs are swept until
+no scale moves (their fixed point).
+
+What may sit between the two convolutions (``find_pairs``), each tensor read by the next node only:
+
+* identity (conv into conv), ``Relu``, ``LeakyRelu``, ``PRelu``: positively homogeneous element by
+  element for any slope, so per-channel PReLU slopes stay valid unchanged;
+* ``MaxPool`` and zero-valued constant ``Pad`` (not padding batch or channel axes): they commute
+  with a positive per-channel scale.
+
+Everything else blocks the pair and is counted in the report by reason: ``Clip`` (ReLU6; as
+``s · clip(x/s, 0, 6) = clip(x, 0, 6 s)`` it would need a per-channel upper bound that neither
+ONNX ``Clip`` nor TFLite ``RELU6`` can express, so it is exact only for ``s = 1``), non-homogeneous
+activations (``Sigmoid``, ``HardSwish``, …), graph outputs, and a tensor read by several nodes —
+notably a residual ``Add`` (the tensor also feeds the skip connection; scaling it would need the
+same per-channel scale on the other addend, which belongs to another layer), so a layer whose
+output enters a residual ``Add`` is left as it is.
+
+Opt-in (``clip_headroom``): ``Clip(0, M)`` directly after the first conv is admitted with scales
+bounded by what the calibration images show (:func:`_clip_bounds`), exact on those images only.
+MobileNetV2-style models (hand, BlazePose) put ReLU6 between almost every conv pair, so without
+it cross-layer equalization finds next to nothing there.
+
+Bias absorption (data-driven §4.1.1): when ``f`` is ReLU, LeakyReLU or PReLU (all the identity on
+``h ≥ 0``), ``f(h) = f(h − c) + c`` for every ``h ≥ c ≥ 0``. With ``c_i = max(0, min h_i)`` over
+the calibration images (the minimum, i.e. the 0th percentile: any higher percentile breaks the
+equality for the samples below it) the shift moves from ``b1`` into ``b2 += W2 · c`` and the
+activation range that int8 must cover shrinks by ``c_i``. ``W2 · c`` is a constant map only if
+the second convolution (and the path to it) adds no zero padding, so padded pairs are not absorbed.
+It is exact on the calibration images and on any input whose pre-activation stays above ``c``.
+
+:func:`equalize_onnx` verifies the result against the original with onnxruntime on calibration
+images before writing it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+import onnx
+
+from pipeline.atomic import atomic_path
+from pipeline.errors import PosezooError
+from pipeline.optimize.graph import (
+    Graph,
+    attribute,
+    conv_input_channels,
+    load_inputs,
+    run_outputs,
+    save_bytes,
+    session,
+    sqnr_db,
+)
+from pipeline.registry import InputSpec
+
+log = logging.getLogger(__name__)
+
+#: Activations f with f(s·x) = s·f(x) for s > 0 that are the identity for x ≥ 0 (absorbable).
+ACTIVATIONS = ("Relu", "LeakyRelu", "PRelu")
+
+
+@dataclass(frozen=True)
+class Pair:
+    """Two convolutions (node indices) joined by ``via`` nodes that commute with channel scaling."""
+
+    first: int
+    second: int
+    via: tuple[int, ...]
+
+
+def _weights_reason(graph: Graph, k: int) -> str | None:
+    """Why conv ``k``'s weights/bias cannot be rescaled, or None."""
+    node = graph.nodes[k]
+    params = [name for name in node.input[1:3] if name]
+    if len(params) < 1 or not all(graph.is_constant(name) for name in params):
+        return "non_constant_weights"
+    if len(graph.consumers[node.input[1]]) != 1:
+        return "shared_weights"  # a shared bias is fine: the pair gets its own copy
+    return None
+
+
+def relu_n_bound(graph: Graph, node: onnx.NodeProto) -> float | None:
+    """``M`` if ``node`` is ``Clip(x, 0, M)`` with constant scalar bounds and M > 0 (ReLU6 is M = 6), else None."""
+    if node.op_type != "Clip" or len(node.input) != 3 or not all(node.input[1:]):
+        return None
+    low, high = graph.value(node.input[1]), graph.value(node.input[2])
+    if low is None or high is None or low.size != 1 or high.size != 1 or float(low) != 0.0 or float(high) <= 0.0:
+        return None
+    return float(high)
+
+
+def _link_reason(graph: Graph, node: onnx.NodeProto, first_link: bool, bounded_clip: bool) -> str | None:
+    """Why ``node`` does not commute with a positive per-channel scale, or None if it does.
+
+    ``bounded_clip`` admits ``Clip(0, M)`` right after the first conv (``first_link``), whose
+    pre-activation statistics then bound the scales (see :func:`equalize_onnx`).
+    """
+    op = node.op_type
+    if op in ACTIVATIONS:
+        return None
+    if op == "Clip" and bounded_clip and first_link and relu_n_bound(graph, node) is not None:
+        return None
+    if op == "MaxPool":
+        return None if len(node.output) == 1 or not node.output[1] else "unsupported_op:MaxPool"
+    if op == "Pad":
+        inputs = list(node.input) + [""] * (4 - len(node.input))
+        pads, value, axes = inputs[1], inputs[2], inputs[3]
+        p, fill = graph.value(pads), graph.value(value) if value else np.zeros(())
+        if attribute(node, "mode", b"constant") != b"constant" or axes or p is None or fill is None or np.any(fill):
+            return "unsupported_op:Pad"
+        rank = p.size // 2
+        return None if not np.any(p[[0, 1, rank, rank + 1]]) else "channel_pad"
+    if op == "Clip":
+        return "clip_activation"
+    if op in ("Add", "Sum"):
+        return "residual_add"
+    return f"unsupported_op:{op}"
+
+
+def find_pairs(graph: Graph, bounded_clip: bool = False) -> tuple[list[Pair], Counter[str]]:
+    """Equalizable conv pairs in graph order, and for every other conv why it starts none."""
+    pairs: list[Pair] = []
+    skipped: Counter[str] = Counter()
+    for k, node in enumerate(graph.nodes):
+        if node.op_type != "Conv":
+            continue
+        reason = _weights_reason(graph, k)
+        tensor, via = node.output[0], []
+        while reason is None:
+            users = graph.consumers.get(tensor, [])
+            if tensor in graph.outputs:
+                reason = "graph_output"
+            elif not users:
+                reason = "unused_output"
+            elif len(users) > 1:
+                reason = "residual_add" if any(graph.nodes[u].op_type == "Add" for u in users) else "branching"
+            elif graph.nodes[users[0]].op_type == "Conv" and graph.nodes[users[0]].input[0] == tensor:
+                reason = _weights_reason(graph, users[0])
+                if reason is None:
+                    w1, w2 = graph.array(node.input[1]), graph.array(graph.nodes[users[0]].input[1])
+                    if w1.shape[0] != w2.shape[1] * attribute(graph.nodes[users[0]], "group", 1):
+                        reason = "channel_mismatch"
+                    else:
+                        pairs.append(Pair(k, users[0], tuple(via)))
+                        break
+            else:
+                reason = _link_reason(graph, graph.nodes[users[0]], not via, bounded_clip)
+                via.append(users[0])
+                tensor = graph.nodes[users[0]].output[0]
+        if reason is not None:
+            skipped[reason] += 1
+    return pairs, skipped
+
+
+def _out_ranges(w: np.ndarray) -> np.ndarray:
+    """max |w| per output channel."""
+    return np.max(np.abs(w.reshape(w.shape[0], -1)), axis=1)
+
+
+def _in_ranges(w: np.ndarray, group: int) -> np.ndarray:
+    """max |w| per input channel of a (grouped) convolution weight."""
+    slices = np.max(np.abs(w.reshape(w.shape[0], w.shape[1], -1)), axis=2)
+    ranges = np.zeros(w.shape[1] * group)
+    np.maximum.at(ranges, conv_input_channels(w.shape, group).ravel(), slices.ravel())
+    return ranges
+
+
+def _spread(ranges: np.ndarray) -> float:
+    """Largest over smallest nonzero channel range (1 = perfectly equal)."""
+    nonzero = ranges[ranges > 0]
+    return float(nonzero.max() / nonzero.min()) if nonzero.size else 1.0
+
+
+def _bias_name(graph: Graph, k: int) -> str:
+    """Conv ``k``'s own bias initializer (a private copy if shared, zeros if absent)."""
+    return graph.own_constant(k, 2, np.zeros(graph.array(graph.nodes[k].input[1]).shape[0]))
+
+
+@dataclass(frozen=True)
+class ClipBounds:
+    """Admissible total scales of a pair through ``Clip(0, M)``: ``S_i ≥ lower_i``, or 1 where ``fixed``."""
+
+    lower: np.ndarray
+    fixed: np.ndarray
+
+
+def _scale_pair(graph: Graph, pair: Pair, total: np.ndarray, bounds: ClipBounds | None) -> np.ndarray:
+    """Equalize one pair in place; return this step's scales s (output channel i of W1 divided by s_i).
+
+    ``total`` is the product of the pair's earlier steps, which ``bounds`` constrain.
+    """
+    first, second = graph.nodes[pair.first], graph.nodes[pair.second]
+    w1, w2 = graph.array(first.input[1]), graph.array(second.input[1])
+    group = attribute(second, "group", 1)
+    r1, r2 = _out_ranges(w1), _in_ranges(w2, group)
+    s = np.ones_like(r1)
+    live = (r1 > 0) & (r2 > 0)  # a dead channel has nothing to equalize
+    s[live] = np.sqrt(r1[live] / r2[live])
+    if bounds is not None:
+        s = np.where(bounds.fixed, 1.0, np.maximum(total * s, bounds.lower)) / total
+    w1 /= s.reshape((-1,) + (1,) * (w1.ndim - 1))
+    if len(first.input) > 2 and first.input[2]:
+        graph.array(_bias_name(graph, pair.first))[...] /= s
+    idx = conv_input_channels(w2.shape, group)
+    w2 *= s[idx].reshape(idx.shape + (1,) * (w2.ndim - 2))
+    return s
+
+
+def _equalize(graph: Graph, pairs: list[Pair], bounds: dict[Pair, ClipBounds], max_iterations: int, tolerance: float) -> tuple[int, bool, list[np.ndarray]]:
+    """Sweep the pairs until every scale is within ``tolerance`` of 1 (in log); total scale per pair."""
+    total = [np.ones(graph.array(graph.nodes[p.first].input[1]).shape[0]) for p in pairs]
+    for iteration in range(1, max_iterations + 1):
+        worst = 0.0
+        for n, pair in enumerate(pairs):
+            s = _scale_pair(graph, pair, total[n], bounds.get(pair))
+            total[n] *= s
+            worst = max(worst, float(np.max(np.abs(np.log(s)))))
+        if worst <= tolerance:
+            return iteration, True, total
+    return max_iterations, not pairs, total
+
+
+def _clip_bounds(graph: Graph, pairs: list[Pair], inputs: list[np.ndarray], headroom: float) -> tuple[dict[Pair, ClipBounds], dict[str, int]]:
+    """Scale bounds that keep every ``Clip(0, M)`` pair exact on the calibration images.
+
+    Through the clip, channel i computes ``S_i · clip(h_i / S_i, 0, M) = clip(h_i, 0, M S_i)``,
+    equal to ``clip(h_i, 0, M)`` wherever ``h_i`` stays below both bounds. A channel whose
+    calibration maximum ``m_i`` satisfies ``headroom · m_i ≤ M`` is free with
+    ``S_i ≥ headroom · m_i / M``; any other channel keeps ``S_i = 1``.
+    """
+    clipped = [(p, top) for p in pairs if p.via and (top := relu_n_bound(graph, graph.nodes[p.via[0]])) is not None]
+    names = [graph.nodes[p.first].output[0] for p, _ in clipped]
+    highs: dict[str, np.ndarray] = {}
+    if names:
+        for values in run_outputs(graph.commit(), graph.input_name, names, inputs):
+            for n in names:
+                v = values[n]
+                m = v.max(axis=tuple(a for a in range(v.ndim) if a != 1))
+                highs[n] = np.maximum(highs[n], m) if n in highs else m
+    bounds: dict[Pair, ClipBounds] = {}
+    stats = {"pairs": len(clipped), "channels_free": 0, "channels_fixed": 0}
+    for (pair, top), name in zip(clipped, names):
+        need = headroom * np.maximum(highs[name].astype(np.float64), 0.0)
+        fixed = need > top
+        bounds[pair] = ClipBounds(lower=need / top, fixed=fixed)
+        stats["channels_fixed"] += int(fixed.sum())
+        stats["channels_free"] += int((~fixed).sum())
+    return bounds, stats
+
+
+def _absorbable(graph: Graph, pair: Pair) -> bool:
+    """True if ``f(h) = f(h − c) + c`` moves exactly into the second conv's bias (see module doc)."""
+    ops = [graph.nodes[k].op_type for k in pair.via]
+    second = graph.nodes[pair.second]
+    unpadded = attribute(second, "auto_pad", b"NOTSET") in (b"NOTSET", b"VALID") and not any(attribute(second, "pads", []))
+    return bool(ops) and ops[0] in ACTIVATIONS and all(op == "MaxPool" for op in ops[1:]) and unpadded
+
+
+def _absorb(graph: Graph, pairs: list[Pair], inputs: list[np.ndarray]) -> dict[str, Any]:
+    """Data-driven bias absorption on the absorbable pairs; counts of pairs and channels moved."""
+    candidates = [p for p in pairs if _absorbable(graph, p)]
+    report: dict[str, Any] = {"pairs_eligible": len(candidates), "pairs_absorbed": 0, "channels_absorbed": 0, "channels_eligible": 0}
+    if not candidates:
+        return report
+    names = [graph.nodes[p.first].output[0] for p in candidates]
+    lows = {n: np.full(graph.array(graph.nodes[p.first].input[1]).shape[0], np.inf) for n, p in zip(names, candidates)}
+    for values in run_outputs(graph.commit(), graph.input_name, names, inputs):
+        for n in names:
+            v = values[n]
+            lows[n] = np.minimum(lows[n], v.min(axis=tuple(a for a in range(v.ndim) if a != 1)))
+    for name, pair in zip(names, candidates):
+        c = np.maximum(lows[name], 0.0)
+        report["channels_eligible"] += c.size
+        if not np.any(c > 0):
+            continue
+        second = graph.nodes[pair.second]
+        b1 = graph.array(_bias_name(graph, pair.first))
+        b2 = graph.array(_bias_name(graph, pair.second))
+        w2 = graph.array(second.input[1])
+        idx = conv_input_channels(w2.shape, attribute(second, "group", 1))
+        b1 -= c
+        b2 += np.sum(w2.reshape(idx.shape + (-1,)).sum(axis=2) * c[idx], axis=1)
+        report["pairs_absorbed"] += 1
+        report["channels_absorbed"] += int(np.count_nonzero(c > 0))
+    return report
+
+
+def _verify(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    input_name: str,
+    inputs: list[np.ndarray],
+    atol: float,
+    rtol: float,
+    overrides: Mapping[int, Mapping[str, float]] | None,
+    src: Path,
+) -> list[dict[str, Any]]:
+    """Per-output max |diff| of ``candidate`` vs ``reference``; raise if over atol + rtol·max|ref|."""
+    ref_sess, cand_sess = session(reference), session(candidate)
+    outputs = [{"index": i, "name": o.name, "max_abs_diff": 0.0, "reference_max_abs": 0.0} for i, o in enumerate(reference.graph.output)]
+    for x in inputs:
+        ref, cand = ref_sess.run(None, {input_name: x}), cand_sess.run(None, {input_name: x})
+        for entry, r, c in zip(outputs, ref, cand):
+            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.max(np.abs(r - c))))
+            entry["reference_max_abs"] = max(entry["reference_max_abs"], float(np.max(np.abs(r))))
+    for entry in outputs:
+        own = (overrides or {}).get(entry["index"], {})
+        entry["tolerance"] = float(own.get("atol", atol)) + float(own.get("rtol", rtol)) * entry["reference_max_abs"]
+        if entry["max_abs_diff"] > entry["tolerance"]:
+            raise PosezooError(
+                f"{src}: equalized model's output {entry['index']} ({entry['name']}) differs from the float model by "
+                f"{entry['max_abs_diff']:.4g} > tolerance {entry['tolerance']:.4g} on the calibration images; "
+                "the equalization is not function-preserving here: report it, or run without equalization"
+            )
+    return outputs
+
+
+def equalize_onnx(
+    src: Path,
+    dest: Path,
+    manifest: Path,
+    spec: InputSpec,
+    atol: float,
+    rtol: float,
+    *,
+    overrides: Mapping[int, Mapping[str, float]] | None = None,
+    absorb_bias: bool = True,
+    clip_headroom: float | None = None,
+    max_samples: int | None = None,
+    max_iterations: int = 200,
+    tolerance: float = 1e-6,
+) -> dict[str, Any]:
+    """Write ``src`` with equalized (and bias-absorbed) conv pairs to ``dest``; return the report.
+
+    The result is checked against ``src`` with onnxruntime on the first ``max_samples`` (all if
+    None) calibration images of ``manifest``: every output's max |diff| must stay within
+    ``atol + rtol · max|reference|`` (per-output ``overrides`` as in params.yaml), else a
+    :class:`PosezooError` and ``dest`` is not written. ``tolerance`` ends the sweeps once no
+    scale moves by more than that in log.
+
+    ``clip_headroom`` (off by default) also equalizes through ``Clip(0, M)`` (ReLU6), which is
+    not homogeneous, within bounds measured on the calibration images (:func:`_clip_bounds`):
+    exact on them, but an unseen input whose pre-activation lands between the old and the new
+    bound (``M`` and ``M · S_i``) is clipped differently. A larger headroom leaves more channels
+    unscaled and fewer such surprises.
+    """
+    src, dest = Path(src), Path(dest)
+    if clip_headroom is not None and clip_headroom < 1.0:
+        raise PosezooError(f"{src}: clip_headroom must be at least 1 (the calibration maximum must fit under the clip), not {clip_headroom}")
+    original = onnx.load(str(src))
+    model = onnx.ModelProto()
+    model.CopyFrom(original)
+    graph = Graph(model)
+    pairs, skipped = find_pairs(graph, bounded_clip=clip_headroom is not None)
+    inputs = load_inputs(src, manifest, spec, max_samples)
+    bounds, clip_stats = _clip_bounds(graph, pairs, inputs, clip_headroom) if clip_headroom is not None else ({}, None)
+    touched = sorted({graph.nodes[k].input[1] for p in pairs for k in (p.first, p.second)})
+    before = {name: graph.array(name).copy() for name in touched}
+    before_ranges = [(_out_ranges(graph.array(graph.nodes[p.first].input[1])), _in_ranges(graph.array(graph.nodes[p.second].input[1]), attribute(graph.nodes[p.second], "group", 1))) for p in pairs]
+    iterations, converged, scales = _equalize(graph, pairs, bounds, max_iterations, tolerance)
+    absorption = _absorb(graph, pairs, inputs) if absorb_bias else None
+    graph.commit()
+    verification = _verify(original, model, graph.input_name, inputs, atol, rtol, overrides, src)
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(save_bytes(model))
+
+    pair_reports = []
+    for p, (r1_before, r2_before), s in zip(pairs, before_ranges, scales):
+        first, second = graph.nodes[p.first], graph.nodes[p.second]
+        pair_reports.append({
+            "first": first.name,
+            "second": second.name,
+            "via": [graph.nodes[k].op_type for k in p.via],
+            "channels": int(s.size),
+            "first_out_range_spread": {"before": _spread(r1_before), "after": _spread(_out_ranges(graph.array(first.input[1])))},
+            "second_in_range_spread": {
+                "before": _spread(r2_before),
+                "after": _spread(_in_ranges(graph.array(second.input[1]), attribute(second, "group", 1))),
+            },
+            "scale_min": float(s.min()),
+            "scale_max": float(s.max()),
+        })
+
+    def mean_sqnr(arrays: Mapping[str, np.ndarray], axis: int | None) -> float | None:
+        values = [v for v in (sqnr_db(a, axis) for a in arrays.values()) if np.isfinite(v)]  # NaN: no rounding error at all
+        return float(np.mean(values)) if values else None
+
+    after = {name: graph.array(name) for name in touched}
+    report = {
+        "source": str(src),
+        "pairs_equalized": len(pairs),
+        "skipped": dict(sorted(skipped.items())),
+        "iterations": iterations,
+        "converged": converged,
+        "pairs": pair_reports,
+        "weight_sqnr_db": {
+            "layers": len(touched),
+            "per_tensor": {"before": mean_sqnr(before, None), "after": mean_sqnr(after, None)},
+            "per_channel": {"before": mean_sqnr(before, 0), "after": mean_sqnr(after, 0)},
+        },
+        "bias_absorption": absorption,
+        "clip_bounds": clip_stats,
+        "verification": {"samples": len(inputs), "outputs": verification},
+    }
+    log.info("%s: equalized %d conv pairs (skipped %s), verified on %d images", src, len(pairs), dict(skipped), len(inputs))
+    return report
