@@ -33,6 +33,7 @@ from pipeline.accuracy.groundtruth import accuracy_spec  # noqa: E402
 from pipeline.accuracy.holdout import write_instance_manifest  # noqa: E402
 from pipeline.accuracy.sources import resolve_dataset  # noqa: E402
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel  # noqa: E402
+from pipeline.errors import PosezooError  # noqa: E402
 from pipeline.evaluate.drift import measure_drift  # noqa: E402
 from pipeline.optimize.bias_correction import bias_correct_onnx  # noqa: E402
 from pipeline.optimize.equalize import equalize_onnx  # noqa: E402
@@ -117,10 +118,14 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
             config = QuantConfig(per_channel=per_channel, float_nodes=tuple(found["float_nodes"]), **settings)
         for fmt in formats:
             dest = work / f"{model}-{name.replace(' ', '_').replace('(', '').replace(')', '')}.{fmt}"
-            if fmt == "onnx":
-                _, seconds = _timed(lambda: quantize_onnx(model_onnx, dest, MANIFEST, spec.input, config))
-            else:
-                _, seconds = _timed(lambda: quantize_tflite(saved, dest, MANIFEST, spec.input, config, float_onnx=model_onnx))
+            try:
+                if fmt == "onnx":
+                    _, seconds = _timed(lambda: quantize_onnx(model_onnx, dest, MANIFEST, spec.input, config))
+                else:
+                    _, seconds = _timed(lambda: quantize_tflite(saved, dest, MANIFEST, spec.input, config, float_onnx=model_onnx))
+            except PosezooError as err:  # e.g. an op without a 16-bit kernel: say so, go on
+                print(f"| {model} | {name} | {fmt} | not available: {err} |||||", flush=True)
+                continue
             drift, _ = measure_drift(spec, source, dest, holdout)
             rows.append(
                 {
