@@ -33,6 +33,7 @@ from pipeline.accuracy.groundtruth import accuracy_spec  # noqa: E402
 from pipeline.accuracy.holdout import write_instance_manifest  # noqa: E402
 from pipeline.accuracy.sources import resolve_dataset  # noqa: E402
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel  # noqa: E402
+from pipeline.convert.verify import verify_settings  # noqa: E402
 from pipeline.errors import PosezooError  # noqa: E402
 from pipeline.evaluate.drift import measure_drift  # noqa: E402
 from pipeline.optimize.bias_correction import bias_correct_onnx  # noqa: E402
@@ -83,8 +84,7 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
     source = REPO / "build" / "source" / model / "model.tflite"
     float_onnx = REPO / "build" / "float" / model / "model.onnx"
     holdout = _holdout(model, work)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    overrides = {int(k): v for k, v in params["models"].get(model, {}).get("verify", {}).items()}
+    atol, rtol, _, overrides = verify_settings(yaml.safe_load((REPO / "params.yaml").read_text()), model, REPO / "params.yaml")
     prepared: dict[tuple[bool, bool, bool], tuple[Path, Path | None, float]] = {}
     rows = []
     for name, per_channel, settings, headroom, correct, budget in METHODS:
@@ -94,7 +94,7 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
             def prepare() -> tuple[Path, Path | None]:
                 current = float_onnx
                 if equalize:
-                    equalize_onnx(current, work / "eq.onnx", MANIFEST, spec.input, 1e-3, 1e-4, overrides=overrides, clip_headroom=headroom)
+                    equalize_onnx(current, work / "eq.onnx", MANIFEST, spec.input, atol, rtol, overrides=overrides, clip_headroom=headroom)
                     current = work / "eq.onnx"
                 if correct:
                     out = work / f"bc-{int(equalize)}-{int(per_channel)}.onnx"

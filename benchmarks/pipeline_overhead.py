@@ -38,7 +38,7 @@ from pipeline.calibration.reader import iter_inputs  # noqa: E402
 from pipeline.convert.onnx_to_savedmodel import ONNX2TF_SAMPLE, onnx2tf_sample, onnx_to_savedmodel  # noqa: E402
 from pipeline.convert.runners import runner_for  # noqa: E402
 from pipeline.convert.tflite_to_onnx import tflite_to_onnx  # noqa: E402
-from pipeline.convert.verify import compare_models  # noqa: E402
+from pipeline.convert.verify import compare_models, verify_settings  # noqa: E402
 from pipeline.evaluate.drift import measure_drift  # noqa: E402
 from pipeline.quantize.config import QuantConfig  # noqa: E402
 from pipeline.quantize.onnx import quantize_onnx  # noqa: E402
@@ -117,17 +117,17 @@ def bench_model(name: str, calib: Path) -> list[tuple[str, float, float]]:
     manifest, holdout = calib / "manifest.json", calib / "holdout.json"
     calib_data = [x for _, x in iter_inputs(manifest, spec.input)]
     hold_data = [x for _, x in iter_inputs(holdout, spec.input)]
-    verify = params["convert"]
-    overrides = {int(k): v for k, v in params["models"].get(name, {}).get("verify", {}).items()}
+    opset = params["convert"]["opset"]
+    atol, rtol, samples, overrides = verify_settings(params, name, ROOT / "params.yaml")
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
 
         def posezoo_convert() -> None:
-            tflite_to_onnx(src, work / "model.onnx", verify["opset"])
-            compare_models(src, work / "model.onnx", manifest, spec.input, verify["atol"], verify["rtol"], verify["verify_samples"], overrides)
+            tflite_to_onnx(src, work / "model.onnx", opset)
+            compare_models(src, work / "model.onnx", manifest, spec.input, atol, rtol, samples, overrides)
             onnx_to_savedmodel(work / "model.onnx", work / "saved_model", manifest)
-            compare_models(src, work / "saved_model", manifest, spec.input, verify["atol"], verify["rtol"], verify["verify_samples"], overrides)
+            compare_models(src, work / "saved_model", manifest, spec.input, atol, rtol, samples, overrides)
 
         rows.append(("convert", timed(posezoo_convert), timed(lambda: bare_convert(src, work, manifest))))
         rows.append(("quantize tflite pc", timed(lambda: quantize_tflite(work / "saved_model", work / "q.tflite", manifest, spec.input, QuantConfig(per_channel=True))),

@@ -15,7 +15,7 @@ from pipeline.atomic import atomic_path, write_json
 from pipeline.convert.dequantize import dequantize_tflite_to_onnx, verify_dequantized
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
 from pipeline.convert.tflite_to_onnx import tflite_to_onnx
-from pipeline.convert.verify import compare_models
+from pipeline.convert.verify import compare_models, verify_settings
 from pipeline.errors import PosezooError
 from pipeline.params import get, load_params, model_for
 from pipeline.source_model import model_file
@@ -54,11 +54,8 @@ def run(args: argparse.Namespace) -> None:
         )
     source = model_file(args.source_dir, fmt)
     opset = int(get(params, "convert.opset", args.params))
-    atol = float(get(params, "convert.atol", args.params))
-    rtol = float(get(params, "convert.rtol", args.params))
-    samples = int(get(params, "convert.verify_samples", args.params))
+    atol, rtol, samples, overrides = verify_settings(params, args.model, args.params)
     model_params = get(params, f"models.{args.model}", args.params)
-    overrides = {int(k): v for k, v in model_params.get("verify", {}).items()}
     report: dict[str, Any] = {"source": spec.source["id"], "source_format": fmt, "atol": atol, "rtol": rtol}
     with atomic_path(args.out) as tmp:
         tmp.mkdir()

@@ -15,10 +15,10 @@ from typing import Any
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
-from pipeline.convert.verify import compare_models
+from pipeline.convert.verify import compare_models, verify_settings
 from pipeline.optimize.bias_correction import bias_correct_onnx
 from pipeline.optimize.equalize import equalize_onnx
-from pipeline.params import get, load_params, model_for
+from pipeline.params import load_params, model_for
 from pipeline.quantize.fallback import describe, fallback_cost, search_fallback
 from pipeline.quantize.recipe import FLOAT_NODES, recipe_for
 
@@ -40,10 +40,7 @@ def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     spec, _ = model_for(params, args.model, args.params)
     recipe = recipe_for(params, args.scheme, args.params)
-    atol = float(get(params, "convert.atol", args.params))
-    rtol = float(get(params, "convert.rtol", args.params))
-    samples = int(get(params, "convert.verify_samples", args.params))
-    overrides = {int(k): v for k, v in get(params, f"models.{args.model}", args.params).get("verify", {}).items()}
+    atol, rtol, samples, overrides = verify_settings(params, args.model, args.params)
     report: dict[str, Any] = {"model": spec.name, "scheme": args.scheme, "weights": recipe.weights, "equalize": recipe.equalize, "bias_correction": recipe.bias_correction}
     with atomic_path(args.out) as tmp:
         tmp.mkdir()

@@ -19,9 +19,31 @@ import numpy as np
 from pipeline.calibration.reader import iter_inputs
 from pipeline.convert.runners import runner_for
 from pipeline.errors import PosezooError
+from pipeline.params import get
 from pipeline.registry import InputSpec
 
 log = logging.getLogger(__name__)
+
+
+def verify_settings(params: Mapping[str, Any], model: str, path: Path) -> tuple[float, float, int, dict[int, Mapping[str, float]]]:
+    """(atol, rtol, samples, per-output overrides) of ``model`` from params.yaml.
+
+    ``convert.atol`` / ``convert.rtol`` / ``convert.verify_samples``, and ``models.<model>.verify``
+    (output index → its own atol / rtol).
+    """
+    overrides = {int(k): v for k, v in (get(dict(params), f"models.{model}", path) or {}).get("verify", {}).items()}
+    return (
+        float(get(dict(params), "convert.atol", path)),
+        float(get(dict(params), "convert.rtol", path)),
+        int(get(dict(params), "convert.verify_samples", path)),
+        overrides,
+    )
+
+
+def output_tolerance(index: int, reference_max_abs: float, atol: float, rtol: float, overrides: Mapping[int, Mapping[str, float]] | None) -> float:
+    """``atol + rtol · max|reference|`` for output ``index``, with that output's own atol / rtol if overridden."""
+    own = (overrides or {}).get(index, {})
+    return float(own.get("atol", atol)) + float(own.get("rtol", rtol)) * reference_max_abs
 
 
 def compare_models(
@@ -61,8 +83,7 @@ def compare_models(
             if diff >= entry["max_abs_diff"]:
                 entry["max_abs_diff"], entry["sample"] = diff, sample_id
     for entry in worst:
-        own = (overrides or {}).get(entry["index"], {})
-        entry["tolerance"] = float(own.get("atol", atol)) + float(own.get("rtol", rtol)) * entry["reference_max_abs"]
+        entry["tolerance"] = output_tolerance(entry["index"], entry["reference_max_abs"], atol, rtol, overrides)
         entry["ok"] = entry["max_abs_diff"] <= entry["tolerance"]
         log.info("%s output %d: max |diff| %.3g (tolerance %.3g)", Path(candidate).name, entry["index"], entry["max_abs_diff"], entry["tolerance"])
     bad = [e for e in worst if not e["ok"]]

@@ -54,6 +54,7 @@ import numpy as np
 import onnx
 
 from pipeline.atomic import atomic_path
+from pipeline.convert.verify import output_tolerance
 from pipeline.errors import PosezooError
 from pipeline.optimize.graph import (
     Graph,
@@ -318,8 +319,7 @@ def _verify(
             entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.max(np.abs(r - c))))
             entry["reference_max_abs"] = max(entry["reference_max_abs"], float(np.max(np.abs(r))))
     for entry in outputs:
-        own = (overrides or {}).get(entry["index"], {})
-        entry["tolerance"] = float(own.get("atol", atol)) + float(own.get("rtol", rtol)) * entry["reference_max_abs"]
+        entry["tolerance"] = output_tolerance(entry["index"], entry["reference_max_abs"], atol, rtol, overrides)
         if entry["max_abs_diff"] > entry["tolerance"]:
             raise PosezooError(
                 f"{src}: equalized model's output {entry['index']} ({entry['name']}) differs from the float model by "
