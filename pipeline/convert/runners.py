@@ -92,6 +92,25 @@ def tflite_runner(path: Path, source_order: bool = False) -> Runner:
     return run_plain
 
 
+def ort_session(model: str | bytes, optimization: str = "basic") -> Any:
+    """A single-threaded onnxruntime CPU session for a model path or serialized model.
+
+    One thread keeps reductions in one order, so results repeat exactly. ``optimization`` is
+    ``basic`` (see :func:`onnx_runner` for why never higher) or ``none``.
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.inter_op_num_threads = 1
+    options.graph_optimization_level = {
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    }[optimization]
+    options.log_severity_level = 3
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def onnx_runner(path: Path) -> Runner:
     """Runner for an ONNX file on onnxruntime's CPU provider (single thread: reproducible).
 
@@ -105,14 +124,8 @@ def onnx_runner(path: Path) -> Runner:
     the held-out crops is 22.6 px (its value even changes between processes), against 5.03 px,
     run-to-run identical, at the basic level (TFLite int8 of the same model: 5.1 px).
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.log_severity_level = 3
     try:
-        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        session = ort_session(str(path))
     except Exception as err:  # onnxruntime raises its own untyped errors
         raise PosezooError(f"{path}: onnxruntime cannot load it ({str(err).splitlines()[0]}); re-export the model") from err
     (model_input,) = session.get_inputs()

@@ -17,7 +17,7 @@ import onnx
 from onnx import numpy_helper
 
 from pipeline.calibration.reader import iter_inputs
-from pipeline.convert.runners import onnx_input_layout
+from pipeline.convert.runners import onnx_input_layout, ort_session
 from pipeline.errors import PosezooError
 from pipeline.registry import InputSpec
 
@@ -206,14 +206,7 @@ def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProt
 
 def session(model: onnx.ModelProto) -> Any:
     """A single-threaded onnxruntime CPU session (reproducible sums) for an in-memory model."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    return ort_session(model.SerializeToString())
 
 
 def load_inputs(model_path: Path, manifest: Path, spec: InputSpec, max_samples: int | None) -> list[np.ndarray]:

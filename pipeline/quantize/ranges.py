@@ -42,7 +42,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import numpy as np
 
 from pipeline.calibration.reader import iter_inputs
-from pipeline.convert.runners import onnx_input_layout
+from pipeline.convert.runners import onnx_input_layout, ort_session
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
 from pipeline.registry import InputSpec
@@ -355,7 +355,6 @@ def compute_ranges(float_onnx: Path, manifest: Path, spec: InputSpec, config: Qu
 def onnx_tensor_values(pre_onnx: Path, names: Iterable[str], inputs: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
     """Values of float tensors ``names`` of an ONNX graph on each input (graph inputs included)."""
     import onnx
-    import onnxruntime as ort
 
     model = onnx.load(str(pre_onnx))
     input_name = model.graph.input[0].name
@@ -363,10 +362,7 @@ def onnx_tensor_values(pre_onnx: Path, names: Iterable[str], inputs: list[np.nda
     wanted = [n for n in names if n != input_name]
     existing = {o.name for o in model.graph.output}
     model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in existing)
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    session = ort_session(model.SerializeToString(), optimization="none")
     values: dict[str, list[np.ndarray]] = {n: [] for n in names}
     for x in inputs:
         outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {input_name: x})))
