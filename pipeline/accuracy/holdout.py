@@ -19,7 +19,7 @@ import numpy as np
 from pipeline.accuracy.dataset import KeypointDataset
 from pipeline.accuracy.topdown import square_crop
 from pipeline.atomic import atomic_path, write_json
-from pipeline.calibration.sampler import MANIFEST_VERSION
+from pipeline.calibration.sampler import manifest_document
 from pipeline.fetch import sha256_file
 
 
@@ -58,17 +58,6 @@ def write_instance_manifest(
         for digest, path in files.items():
             shutil.copyfile(path, images_tmp / f"{digest}{path.suffix.lower()}")
     manifest = out_dir / "holdout.json"
-    write_json(
-        manifest,
-        {
-            "version": MANIFEST_VERSION,
-            "source": "+".join(d.name for d in datasets),
-            "split": "holdout",
-            "seed": seed,
-            "num_samples": len(samples),
-            "distinct_photos": len(files),
-            "note": f"{len(samples)} crops of {sum(len(d.instances) for d in datasets)} annotated instances in {len(files)} images",
-            "samples": samples,
-        },
-    )
+    note = f"{len(samples)} crops of {sum(len(d.instances) for d in datasets)} annotated instances in {len(files)} images"
+    write_json(manifest, manifest_document("+".join(d.name for d in datasets), "holdout", seed, samples, note))
     return manifest

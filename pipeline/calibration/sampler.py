@@ -98,6 +98,20 @@ def draw(photos: Sequence[Photo], count: int, split: str, params: SamplingParams
     return samples
 
 
+def manifest_document(source: str, split: str, seed: int, samples: list[dict[str, Any]], note: str) -> dict[str, Any]:
+    """The manifest JSON every reader expects (version, provenance, samples with crops and sha256)."""
+    return {
+        "version": MANIFEST_VERSION,
+        "source": source,
+        "split": split,
+        "seed": seed,
+        "num_samples": len(samples),
+        "distinct_photos": len({s["sha256"] for s in samples}),
+        "note": note,
+        "samples": samples,
+    }
+
+
 def write_manifests(photos: Sequence[Photo], params: SamplingParams, source_name: str, random_crops: bool, out_dir: Path) -> dict[str, Path]:
     """Write ``manifest.json`` (calibration), ``holdout.json`` and ``images/`` under ``out_dir``."""
     split = split_photos(photos, params)
@@ -111,20 +125,8 @@ def write_manifests(photos: Sequence[Photo], params: SamplingParams, source_name
         for name, file_name in (("calibration", "manifest.json"), ("holdout", "holdout.json")):
             samples = draw(split[name], counts[name], name, params, random_crops)
             distinct = len({s["sha256"] for s in samples})
-            manifests[out_dir / file_name] = {
-                "version": MANIFEST_VERSION,
-                "source": source_name,
-                "split": name,
-                "seed": params.seed,
-                "num_samples": len(samples),
-                "distinct_photos": distinct,
-                "note": (
-                    f"{len(samples)} samples are crops of {distinct} distinct photos"
-                    if distinct < len(samples)
-                    else f"{len(samples)} samples, one per photo"
-                ),
-                "samples": samples,
-            }
+            note = f"{len(samples)} samples are crops of {distinct} distinct photos" if distinct < len(samples) else f"{len(samples)} samples, one per photo"
+            manifests[out_dir / file_name] = manifest_document(source_name, name, params.seed, samples, note)
     for path, manifest in manifests.items():
         write_json(path, manifest)
         written[manifest["split"]] = path

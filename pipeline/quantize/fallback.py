@@ -18,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
-
 from pipeline.calibration.sampler import read_manifest
 from pipeline.errors import PosezooError
 from pipeline.evaluate.drift import measure_drift

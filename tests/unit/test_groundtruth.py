@@ -180,3 +180,21 @@ def test_unknown_declared_dataset(tmp_path: Path) -> None:
     decl.write_text("datasets:\n  a: {kind: coco, annotations: a.json}\n")
     with pytest.raises(PosezooError, match="no dataset 'b' declared; declared: a"):
         resolve_dataset("b", decl)
+
+
+def test_instance_manifest_holds_the_evaluation_crop_then_jittered_ones(registry: Path, tmp_path: Path) -> None:
+    from pipeline.accuracy.holdout import write_instance_manifest
+    from pipeline.calibration.reader import iter_inputs
+
+    _entry(registry, "hand", "hand21", {0: 0})
+    data = load_dataset(_dataset(tmp_path, 21, {0: 0}))
+    manifest = write_instance_manifest([data], 1.6, tmp_path / "subjects", per_instance=3, jitter=0.1)
+    doc = json.loads(manifest.read_text())
+    assert doc["num_samples"] == 6 and doc["distinct_photos"] == 2 and doc["split"] == "holdout"
+    for n, inst in enumerate(data.instances):
+        base = square_crop(inst.bbox, 1.6)
+        crops = [s["crop"] for s in doc["samples"][3 * n : 3 * n + 3]]
+        assert crops[0] == [base.x0, base.y0, base.x0 + base.side, base.y0 + base.side]
+        for x0, y0, x1, y1 in crops[1:]:
+            assert 0.9 * base.side <= x1 - x0 <= 1.1 * base.side and abs((x0 + x1) / 2 - (base.x0 + base.side / 2)) <= 0.1 * base.side
+    assert len(list(iter_inputs(manifest, load_model("dots").input))) == 6
