@@ -1,5 +1,6 @@
 """Prepare the float model one quantization recipe starts from: cross-layer equalization (+ bias
-absorption) and empirical bias correction, each verified, then the SavedModel for the TFLite path.
+absorption) and empirical bias correction, each verified, then the SavedModel for the TFLite path,
+the shared activation ranges (non-MinMax calibration) and the float fallback layers.
 
 A recipe without either transform passes the converted float model through unchanged, so the
 default per-channel variants are exactly what they were without this stage.
@@ -20,7 +21,8 @@ from pipeline.optimize.bias_correction import bias_correct_onnx
 from pipeline.optimize.equalize import equalize_onnx
 from pipeline.params import load_params, model_for
 from pipeline.quantize.fallback import describe, fallback_cost, search_fallback
-from pipeline.quantize.recipe import FLOAT_NODES, recipe_for
+from pipeline.quantize.ranges import compute_ranges, write_ranges
+from pipeline.quantize.recipe import FLOAT_NODES, RANGES, recipe_for
 
 HELP = "equalize / bias-correct the float model for one quantization recipe (verified)"
 log = logging.getLogger("posezoo.optimize")
@@ -63,6 +65,11 @@ def run(args: argparse.Namespace) -> None:
             onnx_to_savedmodel(tmp / "model.onnx", tmp / "saved_model", args.manifest)
             check = compare_models(tmp / "model.onnx", tmp / "saved_model", args.manifest, spec.input, atol, rtol, samples, overrides)
             report["saved_model_max_abs_diff"] = max(o["max_abs_diff"] for o in check["outputs"])
+        # Shared activation ranges are computed here, once per model and scheme, and read by both
+        # exporters (and the fallback search), so the TFLite and ONNX variants use one table.
+        table = compute_ranges(tmp / "model.onnx", args.manifest, spec.input, recipe.config()) if recipe.config().shared_ranges else None
+        if table is not None:
+            write_ranges(table, tmp / RANGES)
         float_nodes: list[str] = []
         if recipe.fallback:
             reference = recipe_for(params, recipe.fallback.get("reference", "per_channel"), args.params)
@@ -74,6 +81,7 @@ def run(args: argparse.Namespace) -> None:
                 reference.config(),
                 float(recipe.fallback["budget"]),
                 int(recipe.fallback.get("max_layers", 64)),
+                ranges=table,
             )
             float_nodes = search["float_nodes"]
             report["fallback"] = {**search, "cost": fallback_cost(tmp / "model.onnx", float_nodes)}

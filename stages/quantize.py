@@ -3,7 +3,7 @@
 The scheme's recipe (params.yaml ``quantize.recipes.<scheme>``) gives the weight granularity,
 calibration method and activation width; the float model comes from `posezoo optimize`, which
 applied the recipe's float-model transforms and chose its float fallback layers
-(``float_nodes.json``). Beside the model a ``<variant>.quant.json`` records how it was made, for
+(``float_nodes.json``) and computed its shared activation ranges (``ranges.json``). Beside the model a ``<variant>.quant.json`` records how it was made, for
 `posezoo evaluate` and `posezoo recommend`.
 """
 
@@ -17,7 +17,8 @@ from pipeline.atomic import write_json
 from pipeline.params import load_params, model_for
 from pipeline.quantize import FORMATS, variant_name
 from pipeline.quantize.onnx import quantize_onnx
-from pipeline.quantize.recipe import FLOAT_NODES, QUANT_SIDECAR, recipe_for
+from pipeline.quantize.ranges import read_ranges
+from pipeline.quantize.recipe import FLOAT_NODES, QUANT_SIDECAR, RANGES, recipe_for
 from pipeline.quantize.tflite import quantize_tflite
 
 HELP = "export an int8 (or 16x8) TFLite / ONNX variant of a quantization scheme"
@@ -47,10 +48,11 @@ def run(args: argparse.Namespace) -> None:
     for stale in args.out_dir.iterdir():
         if stale.name not in (dest.name, f"{stem}{QUANT_SIDECAR}"):
             stale.unlink()
+    table = read_ranges(args.float_dir / RANGES) if (args.float_dir / RANGES).is_file() else None
     if args.format == "tflite":
-        quantize_tflite(args.float_dir / "saved_model", dest, args.manifest, spec.input, config, float_onnx=args.float_dir / "model.onnx")
+        quantize_tflite(args.float_dir / "saved_model", dest, args.manifest, spec.input, config, float_onnx=args.float_dir / "model.onnx", ranges=table)
     else:
-        quantize_onnx(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config)
+        quantize_onnx(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config, ranges=table)
     write_json(
         args.out_dir / f"{stem}{QUANT_SIDECAR}",
         {

@@ -23,6 +23,7 @@ from pipeline.errors import PosezooError
 from pipeline.evaluate.drift import measure_drift
 from pipeline.quantize.config import QuantConfig, quantizable_layers
 from pipeline.quantize.onnx import quantize_onnx
+from pipeline.quantize.ranges import RangeTable
 from pipeline.registry import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ def search_fallback(
     budget: float,
     max_layers: int,
     samples: int = 20,
+    ranges: RangeTable | None = None,
 ) -> dict[str, Any]:
     """Find the fewest layers to keep in float so drift ≤ ``budget`` × the ``reference`` drift.
 
@@ -85,6 +87,7 @@ def search_fallback(
     ``float_nodes`` (all trials on the first ``samples`` calibration crops). If even
     ``max_layers`` layers do not meet the budget, the best trial found is returned and the report
     says the budget was not met, so the variant is still built and the shortfall visible.
+    ``ranges`` (the shared activation ranges of ``config``) saves recomputing them per trial.
     """
     with tempfile.TemporaryDirectory(prefix="posezoo-fallback-") as tmp:
         work = Path(tmp)
@@ -92,7 +95,7 @@ def search_fallback(
 
         def drift(cfg: QuantConfig, name: str) -> tuple[float, Path]:
             out = work / f"{name}.onnx"
-            quantize_onnx(float_onnx, out, manifest, spec.input, cfg)
+            quantize_onnx(float_onnx, out, manifest, spec.input, cfg, ranges=ranges if ranges is not None and ranges.fits(cfg) else None)
             metrics, _ = measure_drift(spec, float_onnx, out, subset)
             return float(metrics["mean_px"]), out
 

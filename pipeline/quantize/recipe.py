@@ -23,6 +23,8 @@ TRANSFORM_KEYS = ("weights", "equalize", "clip_headroom", "bias_correction", "fa
 FALLBACK_KEYS = ("budget", "reference", "max_layers")
 #: File in a prepared-model directory naming the layers the fallback search kept in float.
 FLOAT_NODES = "float_nodes.json"
+#: File in a prepared-model directory holding the shared activation ranges (non-MinMax recipes).
+RANGES = "ranges.json"
 #: Suffix of the file beside each variant that records how it was made.
 QUANT_SIDECAR = ".quant.json"
 

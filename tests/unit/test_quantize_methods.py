@@ -397,3 +397,35 @@ def test_fallback_layer_stays_float_in_both_formats(tmp_path: Path, tiny_model: 
     for fmt in ("onnx", "tflite"):
         metrics, _ = measure_drift(spec, tiny_model, tmp_path / f"m.{fmt}", manifests / "holdout.json")
         assert metrics["mean_px"] < 3.0
+
+
+def test_optimize_computes_shared_ranges_once_for_both_exports(tmp_path: Path, converted: Path, manifests: Path) -> None:
+    """The optimize stage writes the scheme's range table; both quantize stages read it, and the
+    exports equal those computed from a fresh table (the table is the only shared state)."""
+    import json
+
+    import yaml
+
+    from pipeline.cli import main
+
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "models": {"tiny_landmarks": {"resolution": TINY_SIZE}},
+        "convert": {"opset": 17, "atol": 1e-3, "rtol": 1e-4, "verify_samples": 4},
+        "quantize": {"schemes": ["pt_mse"], "formats": ["tflite", "onnx"], "recipes": {"pt_mse": {"weights": "per_tensor", "calibration": "mse"}}},
+    }))
+    manifest = manifests / "manifest.json"
+    prepared = tmp_path / "prepared"
+    common = ["--model", "tiny_landmarks", "--scheme", "pt_mse", "--manifest", str(manifest), "--params", str(params)]
+    assert main(["optimize", *common, "--float-dir", str(converted), "--out", str(prepared), "--report", str(tmp_path / "r.json")]) == 0
+    table = RangeTable.from_json((prepared / "ranges.json").read_text())
+    assert table.calibration == "mse" and table.ranges
+    for fmt in ("onnx", "tflite"):
+        assert main(["quantize", *common, "--format", fmt, "--float-dir", str(prepared), "--out-dir", str(tmp_path / fmt)]) == 0
+    (onnx_file,) = (tmp_path / "onnx").glob("*.onnx")
+    direct = tmp_path / "direct.onnx"
+    spec = load_model("tiny_landmarks").input
+    quantize_onnx(converted / "model.onnx", direct, manifest, spec, QuantConfig(False, "mse"), ranges=compute_ranges(converted / "model.onnx", manifest, spec, QuantConfig(False, "mse")))
+    assert onnx_file.read_bytes() == direct.read_bytes()
+    made = json.loads(next((tmp_path / "tflite").glob("*.quant.json")).read_text())
+    assert made["calibration"] == "mse" and made["granularity"] == "per_tensor"
