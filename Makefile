@@ -1,4 +1,5 @@
 # posezoo: `make repro` runs the pipeline, `make test` runs the tests; both create .venv first.
+# `make publish` pushes the reproduced zoo to the project's default DVC remote (see README).
 PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: repro test benchmark clean
+.PHONY: repro test benchmark publish clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,9 @@ repro: $(STAMP)
 	$(BIN)/dvc repro
 	$(BIN)/dvc metrics show
 
+publish: $(STAMP)
+	$(BIN)/posezoo publish
+
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
@@ -26,4 +30,4 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/per_tensor_recovery.py
 
 clean:
-	rm -rf build metrics plots calibration/default
+	rm -rf build metrics plots zoo calibration/default

@@ -50,7 +50,11 @@ def recommend(model: str, variants: Sequence[tuple[Mapping[str, Any], Mapping[st
         for evaluate, footprint in variants:
             scheme = _scheme(evaluate)
             fit = footprint["targets"].get(name, {})
-            reason = _unsupported(scheme, caps) or (None if fit.get("fits") else "does not fit the target's memory")
+            if footprint.get("format") == "openvino-ir":
+                # The targets' toolchains (STEdgeAI, eIQ / Vela) take TFLite or ONNX; the IR has no target estimate.
+                reason: str | None = "OpenVINO IR: the target's toolchain takes TFLite or ONNX"
+            else:
+                reason = _unsupported(scheme, caps) or (None if fit.get("fits") else "does not fit the target's memory")
             candidates.append(
                 {
                     "variant": evaluate["variant"],

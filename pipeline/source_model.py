@@ -27,27 +27,32 @@ def model_file(source_dir: Path, fmt: str) -> Path:
     path = Path(source_dir) / f"model{extension(fmt)}"
     if not path.is_file():
         raise PosezooError(f"{path}: source model missing; run `posezoo fetch` (or `dvc repro`) first")
+    if fmt == "openvino-ir" and not path.with_suffix(".bin").is_file():
+        raise PosezooError(f"{path.with_suffix('.bin')}: the IR's weights are missing beside {path.name}; re-run `posezoo fetch` (the registry source needs a `weights:` entry)")
     return path
 
 
 def single_model(path: Path) -> Path:
-    """``path`` itself if it is a file, else the one .tflite/.onnx file in the directory ``path``.
+    """``path`` itself if it is a file, else the one .tflite/.onnx/.xml file in the directory ``path``.
 
     ``dvc.yaml`` names stage outputs by stage key; the file inside carries the variant name
-    (``<model>_<res>_int8_<pc|pt>.<format>``), which only the quantize stage computes.
+    (``<model>_<res>_int8_<pc|pt>.<format>``), which only the quantize stage computes. An OpenVINO
+    IR directory holds ``<variant>.xml`` with its ``.bin``; the ``.xml`` is the model file.
     """
     path = Path(path)
     if path.is_file():
         return path
     if not path.exists():
         raise PosezooError(f"{path}: no such model file or directory; check the path")
-    files = sorted(p for p in path.glob("*") if p.suffix in (".tflite", ".onnx"))
+    files = sorted(p for p in path.glob("*") if p.suffix in (".tflite", ".onnx", ".xml"))
     if len(files) != 1:
-        raise PosezooError(f"{path}: expected exactly one .tflite/.onnx file, found {len(files)}; run `posezoo quantize` first")
+        raise PosezooError(f"{path}: expected exactly one .tflite/.onnx/.xml file, found {len(files)}; run `posezoo quantize` first")
     return files[0]
 
 
-FLOAT_FORMATS = ("tflite",)
+#: Source formats that are float models a runner executes directly (an OpenVINO IR runs on
+#: OpenVINO's CPU plugin at f32 precision), so they are their own float reference.
+FLOAT_FORMATS = ("tflite", "openvino-ir")
 
 
 def reference_model(spec: ModelSpec, source_dir: Path, float_dir: Path | None) -> Path:

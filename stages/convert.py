@@ -1,7 +1,9 @@
 """Convert a source model to float ONNX and a float SavedModel, verifying each on real images.
 
 A published int8 TFLite source is dequantized first (the requantization path): its float ONNX is
-judged against the int8 original, then the usual exports run on it.
+judged against the int8 original, then the usual exports run on it. An OpenVINO IR (OMZ's
+``.xml`` + ``.bin``) is its own float reference: the ONNX and the SavedModel are judged against the
+IR run by OpenVINO's CPU plugin at f32 precision, like a float TFLite.
 """
 
 from __future__ import annotations
@@ -14,15 +16,18 @@ from typing import Any
 from pipeline.atomic import atomic_path, write_json
 from pipeline.convert.dequantize import dequantize_tflite_to_onnx, verify_dequantized
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
+from pipeline.convert.openvino_to_onnx import openvino_to_onnx
+from pipeline.convert.reshape import input_size, reshape_input
 from pipeline.convert.tflite_to_onnx import tflite_to_onnx
 from pipeline.convert.verify import compare_models, verify_settings
 from pipeline.errors import PosezooError
 from pipeline.params import get, load_params, model_for
 from pipeline.source_model import model_file
 
-HELP = "convert a source model (float or published int8 TFLite) to float ONNX + SavedModel and verify both"
-#: Source formats with a float converter: float TFLite, and int8 TFLite (dequantized: requantization).
-CONVERTIBLE = ("tflite", "tflite-int8")
+HELP = "convert a source model (float or published int8 TFLite, OpenVINO IR) to float ONNX + SavedModel and verify both"
+#: Source formats with a float converter: float TFLite, int8 TFLite (dequantized: requantization)
+#: and OpenVINO IR (FP32 or FP16 weights).
+CONVERTIBLE = ("tflite", "tflite-int8", "openvino-ir")
 log = logging.getLogger("posezoo.convert")
 
 
@@ -43,10 +48,30 @@ def _summary(check: dict[str, Any], keypoint_output: int) -> dict[str, Any]:
     }
 
 
+def _resize(onnx_path: Path, resolution: int, report: dict[str, Any]) -> None:
+    """Resolution sweep: give the float model the asked input size when the source has another.
+
+    ``model_for`` already checked that the source lists this resolution (fully convolutional);
+    the reshaped model is then verified against the source run at the same size.
+    """
+    native = input_size(onnx_path)
+    if native != (resolution, resolution):
+        reshape_input(onnx_path, resolution)
+        report["reshaped_from"] = list(native)
+        log.info("reshaped the float model from %dx%d to %dx%d", *native, resolution, resolution)
+
+
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
-    spec, _ = model_for(params, args.model, args.params)
+    spec, resolution = model_for(params, args.model, args.params)
     fmt = spec.source["format"]
+    if fmt == "pytorch":
+        # No Ultralytics export here: a CPU torch has no matching CPU torchvision build on PyPI.
+        int8 = [s["id"] for s in spec.raw["sources"] if s["format"] == "tflite-int8" and resolution in spec.source_resolutions(s)]
+        raise PosezooError(
+            f"{spec.path}: source '{spec.source['id']}' is a PyTorch checkpoint and the PyTorch export path is not available here; "
+            f"use a published int8 source instead (models.{args.model}.source: {' or '.join(int8) if int8 else '<a tflite-int8 source of the entry>'} in params.yaml)"
+        )
     if fmt not in CONVERTIBLE:
         raise PosezooError(
             f"{spec.path}: source format '{fmt}' has no float converter in this version ({', '.join(CONVERTIBLE)} only); "
@@ -62,6 +87,12 @@ def run(args: argparse.Namespace) -> None:
         onnx_path = tmp / "model.onnx"
         if fmt == "tflite":
             tflite_to_onnx(source, onnx_path, opset)
+            _resize(onnx_path, resolution, report)
+            report["onnx"] = _summary(compare_models(source, onnx_path, args.manifest, spec.input, atol, rtol, samples, overrides), spec.keypoint_output)
+            float_reference = source
+        elif fmt == "openvino-ir":
+            report["openvino_ir"] = openvino_to_onnx(source, onnx_path, opset)
+            _resize(onnx_path, resolution, report)
             report["onnx"] = _summary(compare_models(source, onnx_path, args.manifest, spec.input, atol, rtol, samples, overrides), spec.keypoint_output)
             float_reference = source
         else:

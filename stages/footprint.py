@@ -14,6 +14,7 @@ from pathlib import Path
 
 from pipeline.atomic import write_json
 from pipeline.footprint import estimate, format_text, select_targets, to_json
+from pipeline.footprint.loader import openvino_ir_sizes
 from pipeline.source_model import single_model
 
 HELP = "weights flash, activation RAM and MACC of a .tflite/.onnx model, and the fit per target"
@@ -35,6 +36,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     targets = select_targets(args.target)
     model = single_model(args.model)
+    if model.suffix == ".xml":  # an int8 OpenVINO IR: its own sizes only, no estimate (see openvino_ir_sizes)
+        sizes = openvino_ir_sizes(model)
+        if args.out:
+            write_json(args.out, sizes)
+        print(json.dumps(sizes, indent=2, sort_keys=True) if args.json else f"{model.name}: {sizes['weights_bytes']:,} B of constants; {sizes['notes'][0]}")
+        return
     footprint = estimate(model)
     doc = to_json(footprint, targets)
     if args.out:

@@ -1,10 +1,15 @@
-"""Export one integer variant (TFLite or ONNX QDQ) of a quantization scheme, calibrated on the manifest.
+"""Export one integer variant (TFLite, ONNX QDQ or OpenVINO IR) of a quantization scheme, calibrated on the manifest.
 
 The scheme's recipe (params.yaml ``quantize.recipes.<scheme>``) gives the weight granularity,
 calibration method and activation width; the float model comes from `posezoo optimize`, which
 applied the recipe's float-model transforms and chose its float fallback layers
 (``float_nodes.json``) and computed its shared activation ranges (``ranges.json``). Beside the model a ``<variant>.quant.json`` records how it was made, for
 `posezoo evaluate` and `posezoo recommend`.
+
+``--format openvino`` writes an int8 OpenVINO IR (``<variant>.xml`` + ``<variant>.bin``) with
+NNCF from the same float ONNX (:mod:`pipeline.quantize.openvino`); it takes MinMax int8 recipes
+only (no NNCF equivalent of the shared percentile / entropy / MSE ranges or of 16-bit
+activations), and its sidecar adds an ``nncf`` block with NNCF's settings.
 """
 
 from __future__ import annotations
@@ -17,21 +22,22 @@ from pipeline.atomic import write_json
 from pipeline.params import load_params, model_for
 from pipeline.quantize import FORMATS, variant_name
 from pipeline.quantize.onnx import quantize_onnx
+from pipeline.quantize.openvino import check_config, export_openvino_int8
 from pipeline.quantize.ranges import read_ranges
 from pipeline.quantize.recipe import FLOAT_NODES, QUANT_SIDECAR, RANGES, recipe_for
 from pipeline.quantize.tflite import quantize_tflite
 
-HELP = "export an int8 (or 16x8) TFLite / ONNX variant of a quantization scheme"
+HELP = "export an int8 (or 16x8) TFLite / ONNX variant, or an int8 OpenVINO IR, of a quantization scheme"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registry name")
     parser.add_argument("--scheme", required=True, help="quantization scheme (params.yaml quantize.schemes / quantize.recipes)")
-    parser.add_argument("--format", required=True, choices=FORMATS, help="output format")
+    parser.add_argument("--format", required=True, choices=tuple(FORMATS), help="output format")
     parser.add_argument("--float-dir", required=True, type=Path, help="output directory of `posezoo optimize` (or `posezoo convert`)")
     parser.add_argument("--manifest", required=True, type=Path, help="calibration manifest")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (models.<name>, quantize)")
-    parser.add_argument("--out-dir", required=True, type=Path, help="directory for <variant>.<format> and <variant>.quant.json")
+    parser.add_argument("--out-dir", required=True, type=Path, help="directory for <variant>.<tflite|onnx|xml (+ .bin)> and <variant>.quant.json")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -43,14 +49,20 @@ def run(args: argparse.Namespace) -> None:
     config = recipe.config(float_nodes)
     stem = variant_name(spec.name, resolution, recipe.weights, config)
     stem = f"{stem}_{recipe.tag}" if recipe.tag else stem
-    dest = args.out_dir / f"{stem}.{args.format}"
+    where = f"{args.params}: quantize.recipes.{args.scheme}"
+    if args.format == "openvino":
+        check_config(config, where)  # before the old outputs are removed
+    dest = args.out_dir / f"{stem}{FORMATS[args.format]}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
     for stale in args.out_dir.iterdir():
-        if stale.name not in (dest.name, f"{stem}{QUANT_SIDECAR}"):
+        if stale.name not in (dest.name, f"{stem}{QUANT_SIDECAR}") and not (args.format == "openvino" and stale.name == f"{stem}.bin"):
             stale.unlink()
     table = read_ranges(args.float_dir / RANGES) if (args.float_dir / RANGES).is_file() else None
+    extra: dict[str, object] = {}
     if args.format == "tflite":
         quantize_tflite(args.float_dir / "saved_model", dest, args.manifest, spec.input, config, float_onnx=args.float_dir / "model.onnx", ranges=table)
+    elif args.format == "openvino":
+        extra["nncf"] = export_openvino_int8(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config, where)
     else:
         quantize_onnx(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config, ranges=table)
     write_json(
@@ -65,5 +77,6 @@ def run(args: argparse.Namespace) -> None:
             "bias_correction": recipe.bias_correction,
             "float_layers": len(config.float_nodes),
             "float_nodes": list(config.float_nodes),
+            **extra,
         },
     )

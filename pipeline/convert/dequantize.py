@@ -132,18 +132,20 @@ def read_quantization(src: Path) -> DequantizeInfo:
     )
 
 
-def _float_input(model: onnx.ModelProto, info: DequantizeInfo, src: Path) -> None:
+def float_input(model: onnx.ModelProto, src: Path, scale: float | None = None, zero_point: int | None = None) -> None:
     """Replace the integer input and its Cast → Sub(zero point) → Mul(scale) by a float input.
 
     The chain computes the real value of each quantized input element, which the float input now
-    carries itself, so removing it is exact. Any other structure is refused rather than guessed.
+    carries itself, so removing it is exact. Without ``scale`` the chain is the Cast alone: an
+    unquantized integer input (plain uint8 pixels, as MoveNet's releases take). Any other
+    structure is refused rather than guessed.
     """
     from onnx import TensorProto, helper, numpy_helper
 
     graph = model.graph
-    name = info.input_name
+    name = graph.input[0].name
     initializers = {init.name: init for init in graph.initializer}
-    expected = [("Cast", None)] + ([("Sub", info.input_zero_point), ("Mul", info.input_scale)] if info.input_scale is not None else [])
+    expected = [("Cast", None)] + ([("Sub", zero_point), ("Mul", scale)] if scale is not None else [])
     chain, tensor = [], name
     for op_type, constant in expected:
         users = [n for n in graph.node if tensor in n.input]
@@ -219,7 +221,7 @@ def dequantize_tflite_to_onnx(src: Path, dest: Path, opset: int) -> DequantizeIn
 
     def rewrite(model: onnx.ModelProto) -> None:
         if info.input_dtype.upper() in _QUANTIZED_TYPES:
-            _float_input(model, info, src)
+            float_input(model, src, info.input_scale, info.input_zero_point)
         _float_outputs(model)
         _drop_unused_initializers(model)
         _check_dequantized(model, src)

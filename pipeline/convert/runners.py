@@ -60,11 +60,20 @@ def tflite_runner(path: Path, source_order: bool = False) -> Runner:
 
     ``source_order`` reads outputs in subgraph order (a source model); otherwise by the
     ``output_<i>`` signature keys when the file has them (a model posezoo exported).
+
+    A float source model (the reference every conversion and int8 variant is judged against)
+    runs on LiteRT's built-in fp32 kernels, without the default XNNPACK delegate: on CPUs with
+    AVX512-FP16, XNNPACK computes a model with float16 weights (MoveNet's Kaggle release) in fp16,
+    0.035-0.05 away from fp32 on a tiny test net against 1.2e-7 with the built-in kernels.
     """
-    from ai_edge_litert.interpreter import Interpreter
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
     try:
         interpreter = Interpreter(model_path=str(path), num_threads=1)
+        if source_order and interpreter.get_input_details()[0]["dtype"] == np.float32:
+            interpreter = Interpreter(
+                model_path=str(path), num_threads=1, experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+            )
         interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as err:
         raise PosezooError(f"{path}: the TFLite interpreter cannot load it ({str(err).splitlines()[0]}); re-export the model") from err
@@ -85,6 +94,13 @@ def tflite_runner(path: Path, source_order: bool = False) -> Runner:
     out_details = interpreter.get_output_details()
 
     def run_plain(x: np.ndarray) -> list[np.ndarray]:
+        if tuple(x.shape) != tuple(interpreter.get_input_details()[0]["shape"]):
+            # A resolution sweep runs a fully convolutional source at another input size.
+            try:
+                interpreter.resize_tensor_input(in_detail["index"], list(x.shape))
+                interpreter.allocate_tensors()
+            except (ValueError, RuntimeError) as err:
+                raise PosezooError(f"{path}: the TFLite model cannot run on a {x.shape} input ({str(err).splitlines()[0]}); pick its native resolution") from err
         interpreter.set_tensor(in_detail["index"], _quantize(x, in_detail))
         interpreter.invoke()
         return [_dequantize(interpreter.get_tensor(d["index"]), d) for d in out_details]
@@ -151,6 +167,67 @@ def savedmodel_runner(path: Path) -> Runner:
     return run
 
 
+def _openvino_reason(err: Exception) -> str:
+    """The one informative line of an OpenVINO exception (they span lines of C++ source locations)."""
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    useful = [ln for ln in lines if not ln.startswith(("Exception from", "Check '"))]
+    return (useful or lines or [type(err).__name__])[-1 if useful else 0]
+
+
+def read_openvino_model(path: Path) -> Any:
+    """``openvino.Model`` of an IR ``.xml`` (its ``.bin`` beside it); load failures as one-line errors.
+
+    A missing or truncated ``.bin`` and malformed XML surface from OpenVINO as multi-line C++
+    traces; this keeps the one line that says what is wrong.
+    """
+    import openvino as ov
+
+    path = Path(path)
+    if not path.is_file():
+        raise PosezooError(f"{path}: no such OpenVINO IR file; run `posezoo fetch` first or check the path")
+    try:
+        return ov.Core().read_model(str(path))
+    except Exception as err:  # OpenVINO raises RuntimeError with C++ traces
+        raise PosezooError(f"{path}: OpenVINO cannot read this IR ({_openvino_reason(err)}); re-fetch the .xml and its .bin") from err
+
+
+def openvino_input_layout(model: Any) -> str:
+    """NCHW or NHWC of an ``openvino.Model``'s single input, by the same rule as :func:`onnx_input_layout`."""
+    shape = model.inputs[0].get_partial_shape()
+    dims = [d.get_length() if d.is_static else 0 for d in shape] if shape.rank.is_static else []
+    return "NCHW" if len(dims) == 4 and dims[1] in (1, 3) and dims[3] not in (1, 3) else "NHWC"
+
+
+def openvino_runner(path: Path) -> Runner:
+    """Runner for an OpenVINO IR (``.xml`` + ``.bin``) on OpenVINO's CPU plugin.
+
+    Compiled with one inference thread (reductions in one order: results repeat) and float32
+    inference precision: left to itself the CPU plugin runs bf16 on CPUs that have it (AVX-512
+    BF16 / AMX), which moves landmarks by ~1 px — the IR is a float reference, so that is drift
+    it must not add. Takes NHWC input like every runner (transposes for an NCHW IR, the OMZ
+    layout); outputs come in the IR's Result order, as float32.
+    """
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    model = read_openvino_model(path)
+    try:
+        compiled = ov.Core().compile_model(model, "CPU", {hints.inference_precision: ov.Type.f32, props.inference_num_threads: 1})
+    except Exception as err:
+        raise PosezooError(f"{path}: OpenVINO's CPU plugin cannot compile this IR ({_openvino_reason(err)}); re-export the model") from err
+    request = compiled.create_infer_request()
+    nchw = openvino_input_layout(model) == "NCHW"
+    n_outputs = len(compiled.outputs)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        feed = np.ascontiguousarray(x.transpose(0, 3, 1, 2) if nchw else x, dtype=np.float32)
+        request.infer({0: feed})
+        return [np.array(request.get_output_tensor(i).data, dtype=np.float32) for i in range(n_outputs)]
+
+    return run
+
+
 @lru_cache(maxsize=None)
 def onnx_input_layout(path: Path) -> str:
     """NCHW or NHWC, read from the ONNX input's shape (channels = 1 or 3 on axis 1 means NCHW)."""
@@ -172,4 +249,6 @@ def runner_for(path: Path, source_order: bool = False) -> Runner:
         return onnx_runner(path)
     if path.suffix == ".tflite":
         return tflite_runner(path, source_order)
-    raise PosezooError(f"{path}: no runner for this file type; pass a .tflite, .onnx or SavedModel directory")
+    if path.suffix == ".xml":
+        return openvino_runner(path)
+    raise PosezooError(f"{path}: no runner for this file type; pass a .tflite, .onnx, OpenVINO .xml or SavedModel directory")

@@ -212,8 +212,21 @@ def convert_tflite(
 
 
 def tflite_to_onnx(src: Path, dest: Path, opset: int) -> None:
-    """Convert the float TFLite ``src`` to ``dest`` (atomic); unsupported TFLite ops are named in the error."""
-    convert_tflite(src, dest, opset)
+    """Convert the float TFLite ``src`` to ``dest`` (atomic); unsupported TFLite ops are named in the error.
+
+    A float model that takes integer pixels (MoveNet's float16 releases take uint8 and cast them)
+    gets a float input carrying the same values, as every posezoo float model takes.
+    """
+    from ai_edge_litert.interpreter import Interpreter
+
+    check_tflite(src)
+    integer = np.issubdtype(Interpreter(model_path=str(src)).get_input_details()[0]["dtype"], np.integer)
+    if integer:
+        from pipeline.convert.dequantize import float_input
+
+        convert_tflite(src, dest, opset, rewrite=lambda model: float_input(model, Path(src)))
+    else:
+        convert_tflite(src, dest, opset)
 
 
 def _check_converted(log_text: str, src: Path) -> None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pipeline.quantize.config import CALIBRATIONS, QuantConfig, quantizable_layers
 
 GRANULARITIES = {"per_channel": "pc", "per_tensor": "pt"}
-FORMATS = ("tflite", "onnx")
+#: int8 output formats and the model file suffix of each (an OpenVINO IR has its .bin beside the .xml).
+FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 
 __all__ = ["CALIBRATIONS", "FORMATS", "GRANULARITIES", "QuantConfig", "quantizable_layers", "variant_name"]
 

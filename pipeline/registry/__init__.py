@@ -67,6 +67,19 @@ class ModelSpec:
             raise PosezooError(f"{self.path}: source '{source_id}' is not among sources {sorted(sources)}; pick one of them")
         return replace(self, source=sources[source_id])
 
+    def source_resolutions(self, source: Mapping[str, Any]) -> tuple[int, ...]:
+        """Input sizes a source can give: its own ``resolutions`` list, else the entry's native size.
+
+        A fixed-size file lists only its own size (ST's per-resolution YOLOv8n files); a fully
+        convolutional source lists every size its input can be reshaped to (``posezoo convert``
+        reshapes the float model and verifies it against the source run at that size).
+        """
+        return tuple(int(r) for r in source.get("resolutions", [self.input.height]))
+
+    def at_resolution(self, resolution: int) -> "ModelSpec":
+        """This entry with a square ``resolution`` × ``resolution`` input (every stage reads ``input``)."""
+        return replace(self, input=replace(self.input, height=resolution, width=resolution))
+
 
 def _require(entry: Mapping[str, Any], key: str, path: Path) -> Any:
     if key not in entry:
@@ -99,6 +112,11 @@ def _parse(path: Path) -> ModelSpec:
     source_id = _require(entry, "source", path)
     if source_id not in sources:
         raise PosezooError(f"{path}: source '{source_id}' is not among sources {sorted(sources)}")
+    resolutions = tuple(int(r) for r in _require(entry, "resolutions", path))
+    for source in sources.values():
+        extra = sorted(set(int(r) for r in source.get("resolutions", [spec.height])) - set(resolutions))
+        if extra:
+            raise PosezooError(f"{path}: source '{source['id']}' lists resolutions {extra} the entry's resolutions {list(resolutions)} do not; add them there or remove them")
     keypoints = _require(entry, "keypoints", path)
     return ModelSpec(
         name=name,
@@ -109,7 +127,7 @@ def _parse(path: Path) -> ModelSpec:
         keypoint_output=int(_require(entry, "outputs", path)["keypoints"]),
         keypoint_count=int(keypoints["count"]),
         keypoint_names=keypoints.get("names"),
-        resolutions=tuple(int(r) for r in _require(entry, "resolutions", path)),
+        resolutions=resolutions,
         raw=entry,
     )
 

@@ -25,10 +25,12 @@ def run(cmd: list[str], cwd: Path) -> str:
     return proc.stdout
 
 
-def make_project(root: Path, models: Mapping[str, Any], datasets: list[str] | None = None, recipes: Mapping[str, Any] | None = None) -> Path:
+def make_project(
+    root: Path, models: Mapping[str, Any], datasets: list[str] | None = None, recipes: Mapping[str, Any] | None = None, formats: list[str] | None = None
+) -> Path:
     """A git + DVC project at ``root`` using this checkout's code, dvc.yaml and declarations,
-    with ``params.yaml``'s models replaced by ``models`` (and accuracy datasets and quantization
-    recipes, if given)."""
+    with ``params.yaml``'s models replaced by ``models`` (and accuracy datasets, quantization
+    recipes and int8 formats, if given)."""
     for name in ("pipeline", "stages", "evaluation"):
         (root / name).symlink_to(REPO / name)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -39,6 +41,8 @@ def make_project(root: Path, models: Mapping[str, Any], datasets: list[str] | No
     if datasets is not None:
         params["accuracy"]["datasets"] = datasets
     params["quantize"]["recipes"].update(recipes or {})
+    if formats is not None:
+        params["quantize"]["formats"] = formats
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     run(["git", "init", "-q"], root)
     run([DVC, "init", "-q"], root)

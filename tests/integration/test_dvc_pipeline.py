@@ -1,9 +1,12 @@
 """The real pipeline under DVC on a real MediaPipe model (hand_landmark_lite, from the PyPI wheel).
 
 Runs `dvc repro` in a scratch project that uses this checkout's dvc.yaml, calibration sources
-and code, restricted to one model: 4 int8 variants come out verified, metrics are readable by
-`dvc metrics show`, a second `dvc repro` does nothing, and `dvc repro --force` reproduces the
-int8 files byte for byte. Needs PyPI (pip download of the mediapipe and photo wheels, cached).
+and code, restricted to one model: 6 int8 variants (TFLite, ONNX, OpenVINO IR) come out verified, metrics are readable by
+`dvc metrics show`, the model card and zoo index are written, a second `dvc repro` does nothing,
+and `dvc repro --force` reproduces the int8 files byte for byte. Then the zoo is published to a
+local-directory DVC remote and a fresh clone pulls the exact bytes back (`dvc pull`, `dvc
+artifacts get`), and a queued sweep of two experiments runs with `dvc queue start -j 2`. Needs
+PyPI (pip download of the mediapipe and photo wheels, cached).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ MODEL = "hand_landmark_lite"
 
 
 def _int8_hashes(project: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((project / "build" / "int8").rglob("*")) if p.suffix in (".tflite", ".onnx")}
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted((project / "build" / "int8").rglob("*")) if p.suffix in (".tflite", ".onnx", ".xml", ".bin")}
 
 
 @pytest.fixture(scope="module")
@@ -38,9 +41,16 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def test_repro_makes_four_verified_variants(project: Path) -> None:
+GIT = ["git", "-c", "user.name=posezoo test", "-c", "user.email=test@posezoo"]
+
+
+def _tree_hashes(root: Path, *folders: str) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest() for f in folders for p in sorted((root / f).rglob("*")) if p.is_file()}
+
+
+def test_repro_makes_six_verified_variants(project: Path) -> None:
     names = set(_int8_hashes(project))
-    assert names == {f"{MODEL}_224_int8_{g}.{f}" for g in ("pc", "pt_bc") for f in ("tflite", "onnx")}
+    assert names == {f"{MODEL}_224_int8_{g}.{f}" for g in ("pc", "pt_bc") for f in ("tflite", "onnx", "xml", "bin")}
     report = json.loads((project / "metrics" / "convert" / f"{MODEL}.json").read_text())
     assert report["onnx"]["max_abs_diff"] < 0.05 and report["saved_model"]["max_abs_diff"] < 0.05
     manifest = json.loads((project / "calibration" / "default" / "manifest.json").read_text())
@@ -53,7 +63,7 @@ def test_metrics_show_lists_every_variant_with_drift(project: Path) -> None:
     shown = json.loads(run([DVC, "metrics", "show", "--json"], project))
     files = next(iter(shown.values()))["data"]
     drift = {path: entry["data"] for path, entry in files.items() if path.startswith("metrics/evaluate/")}
-    assert len(drift) == 4
+    assert len(drift) == 6
     for path, data in drift.items():
         assert data["samples"] == 40 and data["keypoints"] == 21, path
         assert 0 < data["mean_px"] <= data["p95_px"] <= data["max_px"]
@@ -100,3 +110,59 @@ def test_onnx_runner_is_run_to_run_identical_and_agrees_with_tflite(project: Pat
             np.testing.assert_array_equal(a, b)
     drift = {f: json.loads((project / "metrics" / "evaluate" / f"{MODEL}-per_channel-{f}.json").read_text())["mean_px"] for f in ("onnx", "tflite")}
     assert drift["onnx"] < 1.5 * drift["tflite"], drift
+
+
+def test_card_and_index_come_from_this_run(project: Path) -> None:
+    card = (project / "zoo" / MODEL / "README.md").read_text()
+    index = (project / "zoo" / "README.md").read_text()
+    for scheme, fmt in (("per_channel", "tflite"), ("per_tensor", "onnx")):
+        metrics = json.loads((project / "metrics" / "evaluate" / f"{MODEL}-{scheme}-{fmt}.json").read_text())
+        assert metrics["variant"] in card and metrics["variant"] in index
+        model = next((project / "build" / "int8" / f"{MODEL}-{scheme}-{fmt}").glob(f"{MODEL}_224_int8_*.{fmt}"))
+        assert hashlib.sha256(model.read_bytes()).hexdigest() in card
+    assert any(p.suffix == ".png" for p in (project / "zoo" / MODEL).iterdir())
+    latency = json.loads((project / "metrics" / "benchmark" / f"{MODEL}-per_channel-tflite.json").read_text())
+    assert 0 < latency["runtimes"]["tflite"]["median_ms"] <= latency["runtimes"]["tflite"]["p90_ms"]
+
+
+def test_published_zoo_is_pulled_back_byte_for_byte(project: Path, tmp_path: Path) -> None:
+    """`posezoo publish` to a local-directory remote; a fresh clone gets the exact files."""
+    run([str(Path(DVC).parent / "posezoo"), "publish", "--sync-artifacts"], project)
+    run([DVC, "remote", "add", "-d", "zoo", str(tmp_path / "remote")], project)
+    run([*GIT, "add", "-A"], project)
+    run([*GIT, "commit", "-q", "-m", "reproduced zoo"], project)
+    run([str(Path(DVC).parent / "posezoo"), "publish", "--version", "v1.0.0"], project)
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run([DVC, "pull"], clone)
+    assert _tree_hashes(clone, "build/int8", "zoo", "calibration/default") == _tree_hashes(project, "build/int8", "zoo", "calibration/default")
+    name = f"{MODEL.replace('_', '-')}-per-tensor-tflite"
+    run([DVC, "artifacts", "get", str(project), name, "-o", str(tmp_path / "got")], tmp_path)
+    assert _tree_hashes(tmp_path / "got", ".") == _tree_hashes(project / "build" / "int8" / f"{MODEL}-per_tensor-tflite", ".")
+
+
+def test_queued_sweep_of_two_experiments_runs(project: Path) -> None:
+    """Two queued experiments run in parallel workers; `dvc exp show` lists their params and metrics."""
+    if not (project / ".git" / "refs" / "heads").glob("*"):
+        run([*GIT, "add", "-A"], project)
+        run([*GIT, "commit", "-q", "-m", "reproduced zoo"], project)
+    for runs in (7, 9):
+        run([DVC, "exp", "run", "--queue", "-S", f"benchmark.runs={runs}", "--name", f"runs-{runs}"], project)
+    run([DVC, "queue", "start", "-j", "2"], project)
+    import time
+
+    deadline = time.monotonic() + 900
+    while time.monotonic() < deadline:
+        status = run([DVC, "queue", "status"], project)
+        if "Queued" not in status and "Running" not in status:
+            break
+        time.sleep(5)
+    assert status.count("Success") == 2, status
+    shown = json.loads(run([DVC, "exp", "show", "--json"], project))
+    experiments = {e["name"]: e for entry in shown for e in (entry.get("experiments") or []) for e in [e["revs"][0]] if e.get("name")}
+    assert set(experiments) >= {"runs-7", "runs-9"}
+    for runs in (7, 9):
+        data = experiments[f"runs-{runs}"]["data"]
+        assert data["params"]["params.yaml"]["data"]["benchmark"]["runs"] == runs
+        latency = data["metrics"][f"metrics/benchmark/{MODEL}-per_channel-tflite.json"]["data"]
+        assert latency["host"]["runs"] == runs

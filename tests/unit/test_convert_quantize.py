@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from pipeline.quantize.onnx import quantize_onnx
 from pipeline.quantize.tflite import quantize_tflite
 from pipeline.registry import load_model
 
-from tests.conftest import build_tiny_tflite, photo_manifests
+from tests.conftest import TINY_SIZE, build_tiny_tflite, photo_manifests
 
 pytestmark = pytest.mark.usefixtures("tiny_env")
 
@@ -166,3 +167,25 @@ def test_conversion_is_reproducible_across_processes(tmp_path: Path, tiny_model:
     for name in ("a.onnx", "b.onnx"):
         subprocess.run([sys.executable, "-c", code, str(tiny_model), str(tmp_path / name)], check=True, capture_output=True)
     assert _sha(tmp_path / "a.onnx") == _sha(tmp_path / "b.onnx")
+
+
+def test_float_model_with_uint8_pixels_gets_a_float_input(tmp_path: Path, manifests: Path) -> None:
+    """MoveNet's float releases take uint8 pixels and cast them; the ONNX takes the same values as float."""
+    import onnx
+    import tensorflow as tf
+
+    conv = tf.keras.layers.Conv2D(4, 3, strides=2, padding="same")
+    conv.build((1, TINY_SIZE, TINY_SIZE, 3))
+
+    @tf.function(input_signature=[tf.TensorSpec((1, TINY_SIZE, TINY_SIZE, 3), tf.uint8)])
+    def model(pixels: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_mean(conv(tf.cast(pixels, tf.float32) / 255.0), axis=[1, 2])
+
+    source = tmp_path / "uint8_input.tflite"
+    source.write_bytes(tf.lite.TFLiteConverter.from_concrete_functions([model.get_concrete_function()], model).convert())
+    onnx_path = tmp_path / "model.onnx"
+    tflite_to_onnx(source, onnx_path, opset=17)
+    assert onnx.load(str(onnx_path)).graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    spec = replace(load_model("tiny_landmarks").input, value_range=(0.0, 255.0))
+    report = compare_models(source, onnx_path, manifests / "manifest.json", spec, atol=1e-5, rtol=1e-5, max_samples=3)
+    assert all(o["ok"] for o in report["outputs"])

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pipeline.calibration.reader import iter_inputs
-from pipeline.convert.dequantize import DequantizeInfo, _float_input, dequantize_tflite_to_onnx, read_quantization, verify_dequantized
+from pipeline.convert.dequantize import DequantizeInfo, dequantize_tflite_to_onnx, float_input, read_quantization, verify_dequantized
 from pipeline.convert.runners import _dequantize, _quantize, runner_for
 from pipeline.convert.tflite_to_onnx import fold_split_transposes
 from pipeline.errors import PosezooError
@@ -141,11 +141,10 @@ def test_outputs_without_a_step_are_judged_in_8_bit_steps_of_their_range(
 def test_unexpected_input_structure_is_refused(int8_models: dict[str, Path], dequantized: dict[str, tuple[Path, DequantizeInfo]]) -> None:
     import onnx
 
-    onnx_path, info = dequantized["float32"]  # already float: no Cast → Sub → Mul chain after the input
+    onnx_path, _ = dequantized["float32"]  # already float: no Cast → Sub → Mul chain after the input
     model = onnx.load(str(onnx_path))
-    uint8_info = dataclasses.replace(info, input_name=model.graph.input[0].name, input_dtype="uint8", input_scale=1 / 255, input_zero_point=0)
     with pytest.raises(PosezooError, match=r"does not feed the expected Cast → Sub\(zero point\) → Mul\(scale\) \(at Cast: found Conv"):
-        _float_input(model, uint8_info, int8_models["float32"])
+        float_input(model, int8_models["float32"], 1 / 255, 0)
 
 
 def test_two_runs_give_identical_bytes(tmp_path: Path, int8_models: dict[str, Path]) -> None:

@@ -51,3 +51,13 @@ def test_missing_inputs_are_clear_errors() -> None:
         recommend("m", [])
     with pytest.raises(PosezooError, match="no 'quantization' block"):
         recommend("m", [({"variant": "x", "mean_px": 1.0}, {"weights_bytes": 1, "targets": {}})])
+
+
+def test_an_openvino_ir_is_never_recommended_for_a_target() -> None:
+    """The targets' toolchains take TFLite / ONNX; an IR has no target estimate, and is said so."""
+    evaluate, _ = _variant("m_pc.xml", "per_channel", 0.5)
+    footprint = {"format": "openvino-ir", "weights_bytes": 900, "targets": {}}
+    result = recommend("m", [(evaluate, footprint), _variant("m_pc.tflite", "per_channel", 3.0)])["targets"]
+    assert all(t["recommended"] == "m_pc.tflite" for name, t in result.items() if name != "stm32mp2")
+    reasons = {c["variant"]: c.get("reason") for c in result["stm32n6"]["candidates"]}
+    assert reasons["m_pc.xml"] == "OpenVINO IR: the target's toolchain takes TFLite or ONNX"

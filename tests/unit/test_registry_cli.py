@@ -64,8 +64,32 @@ def test_invalid_registry_entry_names_the_file(tmp_path: Path, monkeypatch: pyte
 
 def test_resolution_outside_the_registry_is_rejected() -> None:
     params = {"models": {"face_landmark": {"resolution": 320}}}
-    with pytest.raises(PosezooError, match=r"models\.face_landmark\.resolution is 320; this source supports \[192\]"):
+    with pytest.raises(PosezooError, match=r"models\.face_landmark\.resolution is 320; face_landmark\.yaml lists \[192\] as valid"):
         model_for(params, "face_landmark")
+
+
+def test_resolution_picks_the_source_that_gives_it() -> None:
+    """ST publishes one YOLOv8n file per size: asking for 320 alone selects the 320 file."""
+    spec, resolution = model_for({"models": {"yolov8n_pose": {"resolution": 320}}}, "yolov8n_pose")
+    assert (resolution, spec.source["id"], spec.input.height, spec.input.width) == (320, "st_int8_320_pc", 320, 320)
+    spec, _ = model_for({"models": {"yolov8n_pose": {}}}, "yolov8n_pose")
+    assert (spec.source["id"], spec.input.height) == ("st_int8_256_pc", 256)
+
+
+def test_source_that_cannot_give_the_resolution_is_rejected_early() -> None:
+    params = {"models": {"yolov8n_pose": {"resolution": 192, "source": "st_int8_256_pt"}}}
+    with pytest.raises(PosezooError, match=r"source 'st_int8_256_pt' of yolov8n_pose gives \[256\] px only, not 192; use models\.yolov8n_pose\.source .*st_int8_192_pc"):
+        model_for(params, "yolov8n_pose")
+
+
+def test_source_resolutions_must_be_listed_by_the_entry(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = yaml.safe_load((Path(load_model("face_landmark").path)).read_text())
+    entry["name"] = "wider"
+    entry["sources"][0]["resolutions"] = [192, 256]
+    (tmp_path / "wider.yaml").write_text(yaml.safe_dump(entry))
+    monkeypatch.setenv("POSEZOO_REGISTRY", str(tmp_path))
+    with pytest.raises(PosezooError, match=r"wider\.yaml: source 'mediapipe_wheel' lists resolutions \[256\]"):
+        load_model("wider")
 
 
 def test_cli_help_lists_every_stage() -> None:
