@@ -23,6 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from pipeline.convert.runners import openvino_cpu_properties, ort_session
 from pipeline.errors import PosezooError
 
 #: Seed of the random input (any fixed value: content does not change latency, see above).
@@ -121,16 +122,7 @@ def prepare_onnxruntime(model: Path | bytes, threads: int, path: Path) -> Prepar
     are fused into onnxruntime's integer kernels — unlike the numerics checks, which keep the
     basic level.
     """
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
-    source = model if isinstance(model, bytes) else str(model)
-    session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+    session = ort_session(model if isinstance(model, bytes) else str(model), optimization="all", threads=threads)
     rng = np.random.default_rng(INPUT_SEED)
     feeds = {}
     for inp in session.get_inputs():
@@ -154,23 +146,11 @@ def _openvino_core() -> Any:
 
 
 def openvino_config(threads: int) -> dict[Any, Any]:
-    """CPU compile properties: LATENCY hint, ``threads`` inference threads, f32 precision hint.
-
-    The f32 hint is set for every model, float or int8. Without it the CPU plugin picks its
-    default precision, bf16 on hosts with AMX/AVX512-BF16 (as the development machine): float
-    models would be timed in a precision the targets do not have, and int8 QDQ ONNX files fail
-    to compile ("No suitable implementations") there. The hint only concerns the float parts:
-    quantized (FakeQuantize) convolutions still run as int8 kernels.
-    """
-    import openvino as ov
-    import openvino.properties as props
+    """The runners' CPU properties (``threads`` threads, f32 precision for every model, float or
+    int8: see :func:`openvino_cpu_properties`) plus the LATENCY performance hint."""
     import openvino.properties.hint as hints
 
-    return {
-        hints.performance_mode: hints.PerformanceMode.LATENCY,
-        props.inference_num_threads: threads,
-        hints.inference_precision: ov.Type.f32,
-    }
+    return {**openvino_cpu_properties(threads), hints.performance_mode: hints.PerformanceMode.LATENCY}
 
 
 def prepare_openvino(path: Path, threads: int) -> Prepared:

@@ -108,20 +108,23 @@ def tflite_runner(path: Path, source_order: bool = False) -> Runner:
     return run_plain
 
 
-def ort_session(model: str | bytes, optimization: str = "basic") -> Any:
-    """A single-threaded onnxruntime CPU session for a model path or serialized model.
+def ort_session(model: str | bytes, optimization: str = "basic", threads: int = 1) -> Any:
+    """An onnxruntime CPU session for a model path or serialized model.
 
-    One thread keeps reductions in one order, so results repeat exactly. ``optimization`` is
-    ``basic`` (see :func:`onnx_runner` for why never higher) or ``none``.
+    Numerics (every caller but the latency benchmark) use the default single thread, which keeps
+    reductions in one order so results repeat exactly, and ``optimization`` ``basic`` (see
+    :func:`onnx_runner` for why never higher) or ``none``. ``all`` (QDQ fused into integer
+    kernels) and more threads are for speed measurements only.
     """
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = {
         "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
         "none": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[optimization]
     options.log_severity_level = 3
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
@@ -198,6 +201,21 @@ def openvino_input_layout(model: Any) -> str:
     return "NCHW" if len(dims) == 4 and dims[1] in (1, 3) and dims[3] not in (1, 3) else "NHWC"
 
 
+def openvino_cpu_properties(threads: int) -> dict[Any, Any]:
+    """OpenVINO CPU compile properties: ``threads`` inference threads and float32 inference precision.
+
+    Left to itself the CPU plugin picks bf16 on hosts with AMX / AVX512-BF16 (the development
+    machine): float models would move landmarks by ~1 px, and int8 QDQ ONNX files fail to compile
+    there ("No suitable implementations"). The hint only concerns float parts: quantized
+    (FakeQuantize) layers still run as int8 kernels.
+    """
+    import openvino as ov
+    import openvino.properties as props
+    import openvino.properties.hint as hints
+
+    return {hints.inference_precision: ov.Type.f32, props.inference_num_threads: threads}
+
+
 def openvino_runner(path: Path) -> Runner:
     """Runner for an OpenVINO IR (``.xml`` + ``.bin``) on OpenVINO's CPU plugin.
 
@@ -208,12 +226,10 @@ def openvino_runner(path: Path) -> Runner:
     layout); outputs come in the IR's Result order, as float32.
     """
     import openvino as ov
-    import openvino.properties as props
-    import openvino.properties.hint as hints
 
     model = read_openvino_model(path)
     try:
-        compiled = ov.Core().compile_model(model, "CPU", {hints.inference_precision: ov.Type.f32, props.inference_num_threads: 1})
+        compiled = ov.Core().compile_model(model, "CPU", openvino_cpu_properties(1))
     except Exception as err:
         raise PosezooError(f"{path}: OpenVINO's CPU plugin cannot compile this IR ({_openvino_reason(err)}); re-export the model") from err
     request = compiled.create_infer_request()
