@@ -215,18 +215,19 @@ def tflite_to_onnx(src: Path, dest: Path, opset: int) -> None:
     """Convert the float TFLite ``src`` to ``dest`` (atomic); unsupported TFLite ops are named in the error.
 
     A float model that takes integer pixels (MoveNet's float16 releases take uint8 and cast them)
-    gets a float input carrying the same values, as every posezoo float model takes.
+    gets a float input carrying the same values, as every posezoo float model takes: tf2onnx
+    keeps the input's integer type, which is what the rewrite looks at.
     """
-    from ai_edge_litert.interpreter import Interpreter
 
-    check_tflite(src)
-    integer = np.issubdtype(Interpreter(model_path=str(src)).get_input_details()[0]["dtype"], np.integer)
-    if integer:
+    def float_pixels(model: onnx.ModelProto) -> None:
+        from onnx import TensorProto
+
         from pipeline.convert.dequantize import float_input
 
-        convert_tflite(src, dest, opset, rewrite=lambda model: float_input(model, Path(src)))
-    else:
-        convert_tflite(src, dest, opset)
+        if model.graph.input[0].type.tensor_type.elem_type in (TensorProto.UINT8, TensorProto.INT8, TensorProto.INT16, TensorProto.INT32):
+            float_input(model, Path(src))
+
+    convert_tflite(src, dest, opset, rewrite=float_pixels)
 
 
 def _check_converted(log_text: str, src: Path) -> None:
