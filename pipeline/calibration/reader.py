@@ -18,6 +18,22 @@ from pipeline.calibration.images import crop_and_resize, load_rgb, to_tensor
 from pipeline.calibration.sampler import read_manifest
 from pipeline.errors import PosezooError
 from pipeline.registry import InputSpec
+from pipeline.roi.geometry import Roi
+from pipeline.roi.warp import warp
+
+
+def sample_pixels(img: Image.Image, sample: dict, spec: InputSpec, border: str = "zero") -> np.ndarray:
+    """uint8 RGB input pixels of one manifest sample: its ROI warped (subject manifests, see
+    :mod:`pipeline.calibration.subjects`) or its upright crop resized, then its photometric
+    jitter (gain, offset), if any."""
+    if "roi" in sample:
+        pixels = warp(img, Roi.from_list(sample["roi"]), spec, border)
+    else:
+        pixels = crop_and_resize(img, sample["crop"], spec)
+    gain, offset = sample.get("photometric", (1.0, 0.0))
+    if (gain, offset) != (1.0, 0.0):
+        pixels = np.clip(np.rint(pixels.astype(np.float32) * gain + offset), 0, 255).astype(np.uint8)
+    return pixels
 
 
 def iter_inputs(manifest_path: Path, spec: InputSpec, layout: str = "NHWC") -> Iterator[tuple[str, np.ndarray]]:
@@ -31,7 +47,7 @@ def iter_inputs(manifest_path: Path, spec: InputSpec, layout: str = "NHWC") -> I
             raise PosezooError(f"{image_path}: image named by {manifest_path} is missing; rerun `posezoo calibrate`")
         if sample["sha256"] not in decoded:
             decoded[sample["sha256"]] = load_rgb(image_path)
-        pixels = crop_and_resize(decoded[sample["sha256"]], sample["crop"], spec)
+        pixels = sample_pixels(decoded[sample["sha256"]], sample, spec, manifest.get("border", "zero"))
         yield sample["id"], to_tensor(pixels, spec, layout)
 
 

@@ -113,7 +113,11 @@ def manifest_document(source: str, split: str, seed: int, samples: list[dict[str
 
 
 def write_manifests(photos: Sequence[Photo], params: SamplingParams, source_name: str, random_crops: bool, out_dir: Path) -> dict[str, Path]:
-    """Write ``manifest.json`` (calibration), ``holdout.json`` and ``images/`` under ``out_dir``."""
+    """Write ``manifest.json`` (calibration), ``holdout.json`` and ``images/`` under ``out_dir``.
+
+    Random crops are drawn from whole files: a contact sheet's tiles count as the one sheet.
+    """
+    photos = list({p.sha256: p.whole() for p in photos}.values())
     split = split_photos(photos, params)
     counts = {"calibration": params.num_calibration, "holdout": params.num_holdout}
     written: dict[str, Path] = {}

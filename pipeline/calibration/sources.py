@@ -2,14 +2,16 @@
 
 Three kinds: ``pypi-photos`` (real photos inside pinned PyPI packages — the embedded default,
 reachable on a machine that sees only PyPI), ``folder`` and ``coco`` (a COCO-style JSON whose
-annotated boxes give the crops). Each resolved :class:`Photo` carries its sha256 so the manifest
+annotated boxes give the crops). A ``pypi-photos`` entry with ``grid: [rows, cols]`` is a contact
+sheet of separate pictures: each tile is one photo for the subject finder (a detector run on the
+whole sheet sees 25 small pictures, not one scene). Each resolved :class:`Photo` carries its sha256 so the manifest
 pins exactly which bytes calibrated a model.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -30,6 +32,25 @@ class Photo:
     sha256: str
     split: str | None = None  # fixed split ("calibration"/"holdout") or None to draw with the seed
     boxes: tuple[tuple[float, float, float, float], ...] = field(default=())  # x, y, w, h (COCO)
+    tile: tuple[int, int, int, int] | None = None  # x0, y0, x1, y1: one picture of a contact sheet (``grid``)
+    sheet: str | None = None  # the contact sheet's own id, for a tile
+
+    def whole(self) -> "Photo":
+        """The file as one photo (a contact sheet's tiles collapse to the sheet)."""
+        return replace(self, id=self.sheet, tile=None, sheet=None) if self.sheet else self
+
+
+def _tiles(item: Mapping[str, Any], path: Path) -> list[tuple[int, int, int, int] | None]:
+    """The pictures of a contact sheet: ``grid: [rows, cols]`` of equal tiles, else the whole file."""
+    grid = item.get("grid")
+    if not grid:
+        return [None]
+    from PIL import Image
+
+    rows, cols = (int(v) for v in grid)
+    with Image.open(path) as img:
+        width, height = img.size
+    return [(c * width // cols, r * height // rows, (c + 1) * width // cols, (r + 1) * height // rows) for r in range(rows) for c in range(cols)]
 
 
 def load_declarations(path: Path) -> Mapping[str, Any]:
@@ -46,7 +67,10 @@ def _pypi_photos(decl: Mapping[str, Any]) -> list[Photo]:
         src = item["source"]
         path = fetch(src)
         origin = f"{src['kind']} {src['package']}=={src['version']}:{src['member']}"
-        photos.append(Photo(id=item["id"], origin=origin, path=path, sha256=src["sha256"], split=item.get("split")))
+        tiles = _tiles(item, path)
+        for k, tile in enumerate(tiles):
+            name = item["id"] if tile is None else f"{item['id']}[{k // int(item['grid'][1])},{k % int(item['grid'][1])}]"
+            photos.append(Photo(id=name, origin=origin, path=path, sha256=src["sha256"], split=item.get("split"), tile=tile, sheet=item["id"] if tile else None))
     return photos
 
 

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.atomic import atomic_path
-from pipeline.calibration.images import crop_and_resize, load_rgb
+from pipeline.calibration.images import load_rgb
+from pipeline.calibration.reader import sample_pixels
 from pipeline.calibration.sampler import read_manifest
 from pipeline.errors import PosezooError
 from pipeline.registry import InputSpec
@@ -37,7 +38,7 @@ def onnx2tf_sample(manifest_path: Path) -> np.ndarray:
     crops = []
     for sample in manifest["samples"][:20]:
         img = load_rgb(Path(manifest_path).parent / sample["file"])
-        crops.append(spec.scale_pixels(crop_and_resize(img, sample["crop"], spec)))
+        crops.append(spec.scale_pixels(sample_pixels(img, sample, spec, manifest.get("border", "zero"))))
     while len(crops) < 20:
         crops.append(crops[len(crops) % len(manifest["samples"])])
     return np.stack(crops).astype(np.float32)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.report import NOT_MEASURED
-from pipeline.report.collect import Benchmark, Footprint, ModelRecord
+from pipeline.report.collect import Benchmark, Drift, Footprint, ModelRecord
 from pipeline.report.model_io import TensorInfo
 from pipeline.report.text import kib, link, num, pct, relative_link, signed_kib, table
 
@@ -229,21 +229,38 @@ def _latency(record: ModelRecord, links: dict[str, str]) -> str:
     return f"{title}\n\n{host_text}\n\n" + table(["Model", "Runtime", "Median (ms)", "p90 (ms)", "Min (ms)", "Runs", "Versions"], rows)
 
 
-def _drift(record: ModelRecord, links: dict[str, str]) -> str:
+def _drift_rows(pairs: list[tuple[str, Drift]]) -> str:
     rows = [
-        [
-            links[v.key], num(v.drift.mean_px), num(v.drift.p95_px), num(v.drift.max_px), pct(v.drift.mean_norm),
-            pct(v.drift.p95_norm), pct(v.drift.within_2pct, 1), v.drift.samples,
-        ]
-        for v in record.variants
+        [name, num(d.mean_px), num(d.p95_px), num(d.max_px), pct(d.mean_norm), pct(d.p95_norm), pct(d.within_2pct, 1), d.samples]
+        for name, d in pairs
     ]
-    return (
+    return table(["Variant", "Mean (px)", "p95 (px)", "Max (px)", "Mean (% of input)", "p95 (% of input)", "Within 2 %", "Samples"], rows)
+
+
+def _drift(record: ModelRecord, links: dict[str, str]) -> str:
+    held = sorted({v.drift.holdout for v in record.variants if v.drift.holdout})
+    what = f" Held-out set: {'; '.join(held)}." if held else ""
+    text = (
         "### int8 drift against the float model\n\n"
-        "Keypoint distance between the float model and each int8 variant on held-out crops (photos never used for "
-        "calibration), in input pixels and in % of the input size; \"within 2 %\": share of keypoints closer than 2 % "
-        "of the input size. A measure of int8 error, not of accuracy on the model's intended input.\n\n"
-        + table(["Variant", "Mean (px)", "p95 (px)", "Max (px)", "Mean (% of input)", "p95 (% of input)", "Within 2 %", "Samples"], rows)
+        "Keypoint distance between the float model and each int8 variant on the held-out set of subject ROIs, "
+        "the inputs the model gets in deployment, from photos and subjects never used for calibration; in input "
+        "pixels and in % of the input size; \"within 2 %\": share of keypoints closer than 2 % of the input size. "
+        f"A measure of int8 error against the float model, not of accuracy (see ground truth below).{what}\n\n"
+        + _drift_rows([(links[v.key], v.drift) for v in record.variants])
     )
+    off = [(links[v.key], v.off_subject) for v in record.variants if v.off_subject is not None]
+    if off:
+        text += (
+            "\n\n**Off-subject drift**: the same measure on random square crops of the held-out photos (the subject often "
+            "small, cut or absent): int8 error on inputs the model is not deployed on.\n\n" + _drift_rows(off)  # type: ignore[arg-type]
+        )
+    return text
+
+
+_PROTOCOLS = {
+    "roi": "protocol `roi`: each instance framed by the ROI the model's pipeline derives from its keypoints when tracking",
+    "box": "protocol `box`: each instance cropped upright around its annotation box",
+}
 
 
 def _gt_value(value: Any) -> str:
@@ -266,7 +283,7 @@ def _ground_truth(record: ModelRecord, links: dict[str, str]) -> str:
             parts.append(f"**{ds}**: {NOT_MEASURED} (evaluate scored no {ds} figure for {record.name}; its registry entry maps the keypoint schemas: {maps}).")
             continue
         first = scored[0][1]
-        metrics = [k for k in first.float if k not in ("instances", "landmarks_compared")]
+        metrics = [k for k in first.float if k not in ("instances", "landmarks_compared", "framing")]
         count_keys = [k for k in ("instances", "landmarks_compared") if k in first.float]
         header = ["Model", *count_keys, *metrics]
         rows = [["float (reference)", *[_gt_value(first.float.get(k)) for k in count_keys], *[_gt_value(first.float.get(k)) for k in metrics]]]
@@ -282,7 +299,8 @@ def _ground_truth(record: ModelRecord, links: dict[str, str]) -> str:
         if floats_differ:
             note += " The float figures differ between variants' evaluations; the first variant's are shown."
         parts.append(
-            f"**{ds}** (schema `{first.schema}`, task {first.task}): int8 figure, in brackets int8 − float.{note}\n\n" + table(header, rows)
+            f"**{ds}** (schema `{first.schema}`, task {first.task}, {_PROTOCOLS.get(first.protocol, first.protocol)}; instances framed: "
+            f"{first.framing()}): int8 figure, in brackets int8 − float.{note}\n\n" + table(header, rows)
         )
     return "\n\n".join(parts)
 

@@ -113,6 +113,7 @@ class Drift:
     within_2pct: float
     samples: int
     input_size_px: float
+    holdout: str = ""  # what the held-out samples are (the manifest's note: subjects, photos)
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,12 @@ class GroundTruth:
     float: Mapping[str, Any]
     int8: Mapping[str, Any]
     delta: Mapping[str, Any]
+    protocol: str = "box"  # how instances were framed: roi (deployment ROI from the ground truth) or box
+
+    def framing(self) -> str:
+        """How the instances were really framed, e.g. ``roi 8`` or ``roi 1, roi-upright 3``."""
+        counts = self.float.get("framing") or {}
+        return ", ".join(f"{k} {v}" for k, v in counts.items()) or self.protocol
 
     def primary(self) -> str | None:
         """The figure a summary shows for this dataset (OKS, AP, PCK or NME, the first present)."""
@@ -142,7 +149,8 @@ class Variant:
     files: tuple[FileDigest, ...]
     quantization: Mapping[str, Any]
     bias_corrected_layers: int | None
-    drift: Drift
+    drift: Drift  # on the model's subject held-out ROIs (the headline figure)
+    off_subject: Drift | None  # on random crops of the held-out photos, when measured
     accuracy: tuple[GroundTruth, ...]
     footprint: Footprint
     benchmark: Benchmark | None
@@ -290,6 +298,7 @@ def drift_from(doc: Mapping[str, Any], path: Path) -> Drift:
     return Drift(
         **{k: float(_field(doc, k, path)) for k in ("mean_px", "p95_px", "max_px", "mean_norm", "p95_norm", "max_norm", "within_2pct", "input_size_px")},
         samples=int(_field(doc, "samples", path)),
+        holdout=str((doc.get("holdout") or {}).get("note", "")),
     )
 
 
@@ -361,7 +370,7 @@ def _variant(model: str, scheme: str, fmt: str, metrics: Path, int8_dir: Path, r
         raise PosezooError(f"{ev_path}: no 'quantization' block and no {quant_path.name}; re-run `dvc repro`")
     bc = opt.get("bias_correction_report")
     accuracy = tuple(
-        GroundTruth(name, str(a.get("schema", "")), str(a.get("task", "")), a.get("float") or {}, a.get("int8") or {}, a.get("delta") or {})
+        GroundTruth(name, str(a.get("schema", "")), str(a.get("task", "")), a.get("float") or {}, a.get("int8") or {}, a.get("delta") or {}, str(a.get("protocol", "box")))
         for name, a in sorted((ev.get("accuracy") or {}).items())
     )
     model_file = int8_dir / key / file
@@ -374,6 +383,7 @@ def _variant(model: str, scheme: str, fmt: str, metrics: Path, int8_dir: Path, r
         quantization=quantization,
         bias_corrected_layers=int(bc["layers_corrected"]) if isinstance(bc, dict) and "layers_corrected" in bc else None,
         drift=drift_from(ev, ev_path),
+        off_subject=drift_from(ev["off_subject"], ev_path) if isinstance(ev.get("off_subject"), Mapping) else None,
         accuracy=accuracy,
         footprint=footprint_from(fp, fp_path),
         benchmark=_checked(_optional_benchmark(metrics, key, reader), names, metrics / "benchmark" / f"{key}.json"),

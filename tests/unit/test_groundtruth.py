@@ -188,7 +188,7 @@ def test_instance_manifest_holds_the_evaluation_crop_then_jittered_ones(registry
 
     _entry(registry, "hand", "hand21", {0: 0})
     data = load_dataset(_dataset(tmp_path, 21, {0: 0}))
-    manifest = write_instance_manifest([data], 1.6, tmp_path / "subjects", per_instance=3, jitter=0.1)
+    manifest = write_instance_manifest([data], load_model("dots"), tmp_path / "subjects", per_instance=3, jitter=0.1)
     doc = json.loads(manifest.read_text())
     assert doc["num_samples"] == 6 and doc["distinct_photos"] == 2 and doc["split"] == "holdout"
     for n, inst in enumerate(data.instances):
@@ -198,3 +198,30 @@ def test_instance_manifest_holds_the_evaluation_crop_then_jittered_ones(registry
         for x0, y0, x1, y1 in crops[1:]:
             assert 0.9 * base.side <= x1 - x0 <= 1.1 * base.side and abs((x0 + x1) / 2 - (base.x0 + base.side / 2)) <= 0.1 * base.side
     assert len(list(iter_inputs(manifest, load_model("dots").input))) == 6
+
+
+def test_roi_protocol_frames_instances_as_tracking_would(registry: Path, tmp_path: Path) -> None:
+    """With an ROI convention, instances are warped to the rotated ROI of their keypoints and mapped back exactly."""
+    _entry(registry, "hand", "hand21", {0: 0, 4: 1, 8: 2})
+    entry = registry / "dots.yaml"
+    entry.write_text(
+        entry.read_text()
+        + """roi:
+  kind: rect
+  border: replicate
+  from_detection: {detector: palm_detection_full, box: axis_aligned, start: 0, end: 1}
+  from_landmarks: {box: axis_aligned, start: 0, end: 1, target_degrees: 0, scale: [2.0, 2.0], square_long: true}
+"""
+    )
+    spec = load_model("dots")
+    data = load_dataset(_dataset(tmp_path, 21, {0: 0, 4: 1, 8: 2}))
+    roi = evaluate(spec, _dot_model(), data, protocol="roi")
+    box = evaluate(spec, _dot_model(), data, protocol="box")
+    assert roi["framing"] == {"roi": 2} and box["framing"] == {"box": 2}
+    assert roi["pck_0.2"] == 1.0 and roi["epe_px"] < 2 * 100.0 / SIZE  # within two input pixels (a 5 px dot, argmax)
+    # The dots' extents are 40 x 50 and 40 x 44 px: ROI sides 2 x 50 and 2 x 44 px, so 20 input px
+    # are 20 x side / 64 image px, whichever way the ROI is turned.
+    shifted = evaluate(spec, _dot_model(offset=20.0), data, protocol="roi")
+    assert shifted["epe_px"] == pytest.approx(20.0 * (100.0 + 88.0) / 2 / SIZE, abs=100.0 / SIZE)
+    with pytest.raises(PosezooError, match="accuracy.crop is 'tight'"):
+        evaluate(spec, _dot_model(), data, protocol="tight")

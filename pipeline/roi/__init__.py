@@ -1,0 +1,1 @@
+"""Regions of interest as each model's own pipeline crops them: conventions, geometry, warps, detectors."""
