@@ -35,10 +35,12 @@ pytestmark = pytest.mark.slow
 REFERENCE = SHARED / "models" / "reference"
 SAMPLES = 4
 # model → (int8 release, real-valued input range it implies, proposed models.<name>.requantize.mean_steps).
-# Measured mean |float − int8| (output steps): YOLOv8n 1.5–2.3, MoveNet 11.5–15.2 (ArgMax flips).
+# Measured mean |float − int8| (output steps): YOLOv8n 1.5–2.3, MoveNet 9.4–15.2 (ArgMax flips; over
+# the random crops of two versions of the embedded photo set). MoveNet with its first convolution
+# negated measures 20.0–31.8 on the same 4-sample subsets: 17 separates the two.
 CASES = {
     "yolov8n_pose": ("yolov8n_256_quant_pc_uf_pose_coco-st.tflite", (0.0, 1.0), 3.0),
-    "movenet_lightning": ("movenet_singlepose_lightning_int8_4.tflite", (0.0, 255.0), 20.0),
+    "movenet_lightning": ("movenet_singlepose_lightning_int8_4.tflite", (0.0, 255.0), 17.0),
 }
 
 if not REFERENCE.is_dir():
