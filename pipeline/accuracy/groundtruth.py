@@ -21,6 +21,7 @@ deployment ROI derived from its ground truth (protocol ``roi``) or the upright b
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Mapping
 
@@ -117,10 +118,7 @@ def predict(spec: ModelSpec, run: Runner, dataset: KeypointDataset, desc: str = 
 
 def protocol_counts(preds: list[Prediction]) -> dict[str, int]:
     """How many instances each framing protocol produced (``roi``, ``roi-upright``, ``box``, ``whole_image``)."""
-    counts: dict[str, int] = {}
-    for p in preds:
-        counts[p.protocol] = counts.get(p.protocol, 0) + 1
-    return dict(sorted(counts.items()))
+    return dict(sorted(Counter(p.protocol for p in preds).items()))
 
 
 def _mapped(table: Mapping[int, int]) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -36,8 +36,9 @@ from pipeline.calibration.images import load_rgb, to_tensor
 from pipeline.calibration.sampler import SamplingParams, manifest_document, split_photos
 from pipeline.calibration.sources import Photo
 from pipeline.errors import PosezooError
-from pipeline.roi.conventions import Augment, RoiSpec
+from pipeline.evaluate.decoders import decoder_for
 from pipeline.registry import ModelSpec
+from pipeline.roi.conventions import Augment, RoiSpec
 from pipeline.roi.geometry import Roi, roi_from_box, roi_from_points
 from pipeline.roi.warp import to_image, warp
 
@@ -89,15 +90,16 @@ def tracker(spec: ModelSpec, run: Callable[[np.ndarray], list[np.ndarray]], conv
     as the graph scores it; all of its points (BlazePose's auxiliary ones included, which the
     tracking rule uses) are mapped back to the image and turned into the ``from_landmarks`` ROI.
     """
-    decoder = spec.decoder
-    if decoder.get("kind") != "landmarks_flat" or decoder.get("coords") != "input_pixels" or convention.from_landmarks is None:
+    if spec.decoder.get("kind") != "landmarks_flat" or convention.from_landmarks is None:
         return None
-    per_point, count = int(decoder["values_per_point"]), int(decoder.get("num_points", spec.keypoint_count))
+    count = int(spec.decoder.get("num_points", spec.keypoint_count))
+    every_point = replace(spec, keypoint_count=count)  # the decoder keeps keypoints.count points; tracking needs all
+    decode = decoder_for(every_point)
 
     def track(img: Any, roi: Roi) -> tuple[float, Roi | None]:
         outputs = run(to_tensor(warp(img, roi, spec.input, convention.border), spec.input, "NHWC"))
         presence = convention.presence.score(outputs) if convention.presence is not None else 1.0
-        points = np.asarray(outputs[spec.keypoint_output], dtype=np.float64).reshape(count, per_point)[:, :2]
+        points = decode(outputs, every_point).keypoints[0].astype(np.float64)
         found = roi_from_points(to_image(points, roi, spec.input), np.ones(count, bool), convention.from_landmarks)  # type: ignore[arg-type]
         return presence, found[0] if found is not None else None
 

@@ -20,6 +20,7 @@ import yaml
 from PIL import Image
 
 from pipeline.errors import PosezooError
+from pipeline.evaluate.decoders import box_iou
 
 DETECTORS_DIR = Path(__file__).resolve().parents[1] / "registry" / "detectors"
 
@@ -126,16 +127,6 @@ def decode_boxes(raw_boxes: np.ndarray, raw_scores: np.ndarray, anchors: np.ndar
     return scores[keep], boxes[keep], kp[keep]
 
 
-def _iou(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-    """IoU of ``box`` with each of ``boxes`` (xmin, ymin, xmax, ymax); 0 when they do not intersect."""
-    iw = np.minimum(box[2], boxes[:, 2]) - np.maximum(box[0], boxes[:, 0])
-    ih = np.minimum(box[3], boxes[:, 3]) - np.maximum(box[1], boxes[:, 1])
-    inter = np.where((iw > 0) & (ih > 0), iw * ih, 0.0)
-    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
-    union = (box[2] - box[0]) * (box[3] - box[1]) + area - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1.0), 0.0)
-
-
 def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
                  threshold: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """NonMaxSuppressionCalculator's WEIGHTED algorithm with IoU overlap.
@@ -148,7 +139,7 @@ def weighted_nms(scores: np.ndarray, boxes: np.ndarray, keypoints: np.ndarray,
     out_s, out_b, out_k = [], [], []
     while order:
         best = order[0]
-        sim = _iou(boxes[best], boxes[order])
+        sim = box_iou(boxes[best], boxes[order])
         cand = [i for i, s in zip(order, sim) if s > threshold]
         rest = [i for i, s in zip(order, sim) if s <= threshold]
         box, kp = boxes[best], keypoints[best]
