@@ -1,9 +1,12 @@
-"""Per-tensor recovery benchmark: every quantization method on hand full, BlazePose full and FaceMesh.
+"""Per-tensor recovery benchmark: every recipe-search candidate on every MediaPipe model, on subject ROIs.
 
-For each model and method it prints mean / p95 keypoint drift against the float model, file size
-and quantize time, with the raw tools' MinMax per-channel and per-tensor exports from the same run
-as the baseline (the ratio columns divide by the raw MinMax per-channel drift: the issue's goal is
-per-tensor ≤ 1.25× that, FaceMesh per-tensor ≤ per-channel).
+For each model it runs the raw tools' MinMax per-channel and per-tensor exports (the baselines)
+and every candidate recipe of every scheme in ``params.yaml`` (``quantize.search.candidates``,
+or the scheme's recipe), and prints mean / p95 keypoint drift against the float model, the ratio
+to the raw MinMax per-channel drift of the same run (the issue's goal is per-tensor ≤ 1.25× the
+per-channel drift), file size, quantize time and float-model preparation time. Unlike the
+pipeline's search (validation ROIs from photos), the inputs here are the development sets'
+annotated subjects, so the figures say how well the validation split chose.
 
 Held-out images contain the subject: the ROI tracking would derive from each instance's ground
 truth (4 per instance, seeded jitter; pipeline.accuracy.holdout) of the
@@ -37,11 +40,9 @@ from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel  # noqa: E402
 from pipeline.convert.verify import verify_settings  # noqa: E402
 from pipeline.errors import PosezooError  # noqa: E402
 from pipeline.evaluate.drift import measure_drift  # noqa: E402
-from pipeline.optimize.bias_correction import bias_correct_onnx  # noqa: E402
-from pipeline.optimize.equalize import equalize_onnx  # noqa: E402
-from pipeline.quantize.config import QuantConfig  # noqa: E402
-from pipeline.quantize.fallback import search_fallback  # noqa: E402
+from pipeline.optimize.prepare import Verification, prepare_float  # noqa: E402
 from pipeline.quantize.onnx import quantize_onnx  # noqa: E402
+from pipeline.quantize.recipe import Recipe, candidates_for, parse_recipe  # noqa: E402
 from pipeline.quantize.tflite import quantize_tflite  # noqa: E402
 from pipeline.registry import load_model  # noqa: E402
 
@@ -52,18 +53,17 @@ SUBJECTS = {
     "face_landmark": ["300w/test_300w.json", "wflw/test_wflw.json"],
 }
 CALIBRATION = REPO / "calibration" / "default-roi"
-# (name, per_channel, exporter settings, equalize clip headroom (None: no CLE), bias_correction, fallback budget)
-METHODS: list[tuple[str, bool, dict[str, Any], float | None, bool, float | None]] = [
-    ("raw MinMax pc", True, {}, None, False, None),
-    ("raw MinMax pt", False, {}, None, False, None),
-    ("percentile 99.99 pt", False, {"calibration": "percentile"}, None, False, None),
-    ("entropy pt", False, {"calibration": "entropy"}, None, False, None),
-    ("mse pt", False, {"calibration": "mse"}, None, False, None),
-    ("bias corr pt", False, {}, None, True, None),
-    ("CLE (ReLU6 headroom 1.5) + bias corr pt", False, {}, 1.5, True, None),
-    ("16x8 pc", True, {"activation_bits": 16}, None, False, None),
-    ("fallback pt (budget 1.25x pc)", False, {}, None, False, 1.25),
-]
+HANDS = ["onehand10k/test_onehand10k.json", "freihand/test_freihand.json"]
+SUBJECTS["hand_landmark_lite"] = HANDS
+
+
+def methods(params: dict[str, Any], model: str) -> list[tuple[str, Recipe]]:
+    """(name, recipe): the raw MinMax baselines, then every candidate of every scheme of ``params``."""
+    schemes = list(params["quantize"]["schemes"])
+    found = [(f"raw MinMax {w}", parse_recipe({"weights": w}, "baseline", schemes, "baseline")) for w in ("per_channel", "per_tensor")]
+    for scheme in schemes:
+        found += [(f"{scheme}: {r.describe()}", r) for r in candidates_for(params, model, scheme, REPO / "params.yaml")[0]]
+    return found
 
 
 def _timed(fn: Callable[[], Any]) -> tuple[Any, float]:
@@ -86,40 +86,30 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
     float_onnx = REPO / "build" / "float" / model / "model.onnx"
     holdout = _holdout(model, work)
     manifest = CALIBRATION / model / "calibration.json"
-    atol, rtol, _, overrides = verify_settings(yaml.safe_load((REPO / "params.yaml").read_text()), model, REPO / "params.yaml")
-    prepared: dict[tuple[bool, bool, bool], tuple[Path, Path | None, float]] = {}
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    atol, rtol, _, overrides = verify_settings(params, model, REPO / "params.yaml")
+    prepared: dict[tuple[Any, ...], tuple[Path, Path | None, float]] = {}
     rows = []
-    for name, per_channel, settings, headroom, correct, budget in METHODS:
-        equalize = headroom is not None
-        key = (equalize, correct, per_channel if correct else True)
-        if key not in prepared:  # the float model this method starts from, and its SavedModel
+    for name, recipe in methods(params, model):
+        key = (recipe.transforms, recipe.per_channel if recipe.bias_correction else True)
+        if key not in prepared:  # the float model this recipe starts from, and its SavedModel
             def prepare() -> tuple[Path, Path | None]:
-                current = float_onnx
-                if equalize:
-                    equalize_onnx(current, work / "eq.onnx", manifest, spec.input, atol, rtol, overrides=overrides, clip_headroom=headroom)
-                    current = work / "eq.onnx"
-                if correct:
-                    out = work / f"bc-{int(equalize)}-{int(per_channel)}.onnx"
-                    bias_correct_onnx(current, out, manifest, spec.input, per_channel)
-                    current = out
-                if current == float_onnx:
-                    return current, REPO / "build" / "float" / model / "saved_model"
+                if not (recipe.equalize or recipe.bias_correction):
+                    return float_onnx, REPO / "build" / "float" / model / "saved_model"
+                out = work / f"prepared{len(prepared)}.onnx"
+                prepare_float(recipe, float_onnx, out, manifest, spec.input, Verification(atol, rtol, overrides))
                 if "tflite" not in formats:
-                    return current, None
-                saved = work / f"sm-{current.stem}"
-                onnx_to_savedmodel(current, saved, manifest)
-                return current, saved
+                    return out, None
+                saved = work / f"sm-{out.stem}"
+                onnx_to_savedmodel(out, saved, manifest)
+                return out, saved
 
             (model_onnx, saved), prep_s = _timed(prepare)
             prepared[key] = (model_onnx, saved, prep_s)
         model_onnx, saved, prep_s = prepared[key]
-        config = QuantConfig(per_channel=per_channel, **settings)
-        search_s = 0.0
-        if budget is not None:
-            found, search_s = _timed(lambda: search_fallback(model_onnx, manifest, spec, config, QuantConfig(per_channel=True), budget, 64))
-            config = QuantConfig(per_channel=per_channel, float_nodes=tuple(found["float_nodes"]), **settings)
+        config = recipe.config()
         for fmt in formats:
-            dest = work / f"{model}-{name.replace(' ', '_').replace('(', '').replace(')', '')}.{fmt}"
+            dest = work / f"{model}-{len(rows)}.{fmt}"
             try:
                 if fmt == "onnx":
                     _, seconds = _timed(lambda: quantize_onnx(model_onnx, dest, manifest, spec.input, config))
@@ -137,7 +127,7 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
                     "mean_px": drift["mean_px"],
                     "p95_px": drift["p95_px"],
                     "size_kib": dest.stat().st_size / 1024,
-                    "quantize_s": seconds + search_s,
+                    "quantize_s": seconds,
                     "prepare_s": prep_s,
                     "float_layers": len(config.float_nodes),
                     "samples": drift["samples"],
@@ -148,7 +138,7 @@ def run_model(model: str, formats: list[str], work: Path) -> list[dict[str, Any]
 
 
 def _row(r: dict[str, Any], rows: list[dict[str, Any]]) -> str:
-    base = next(x["mean_px"] for x in rows if x["model"] == r["model"] and x["format"] == r["format"] and x["method"] == "raw MinMax pc")
+    base = next(x["mean_px"] for x in rows if x["model"] == r["model"] and x["format"] == r["format"] and x["method"] == "raw MinMax per_channel")
     extra = f" ({r['float_layers']} float layers)" if r["float_layers"] else ""
     return (
         f"| {r['model']} | {r['method']}{extra} | {r['format']} | {r['mean_px']:.2f} | {r['p95_px']:.2f} | {r['mean_px'] / base:.2f} | "

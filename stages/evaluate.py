@@ -16,10 +16,9 @@ from pipeline.accuracy.groundtruth import applicable, compare
 from pipeline.accuracy.topdown import PROTOCOLS
 from pipeline.accuracy.sources import resolve_dataset
 from pipeline.atomic import write_json, write_text
-from pipeline.calibration.sampler import read_manifest
 from pipeline.convert.runners import runner_for
 from pipeline.errors import PosezooError
-from pipeline.evaluate.drift import measure_drift
+from pipeline.evaluate.drift import manifest_provenance, measure_drift
 from pipeline.params import get, load_params, model_for
 from pipeline.quantize.recipe import QUANT_SIDECAR
 from pipeline.source_model import reference_model, single_model
@@ -69,13 +68,6 @@ def _datasets(args: argparse.Namespace, params: dict[str, Any]) -> list[Keypoint
     return found
 
 
-def _holdout_provenance(path: Path) -> dict[str, Any]:
-    """What the drift figures stand on: the manifest's split note and its subject / photo counts."""
-    manifest = read_manifest(path)
-    keys = ("note", "distinct_subjects", "distinct_photos", "roi_kind", "detector")
-    return {"manifest": path.name, **{k: manifest[k] for k in keys if k in manifest}}
-
-
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     spec, resolution = model_for(params, args.model, args.params)
@@ -92,11 +84,11 @@ def run(args: argparse.Namespace) -> None:
         result["quantization"] = json.loads(made.read_text())
     if args.holdout:
         drift, rows = measure_drift(spec, reference, int8, args.holdout)
-        result |= drift | {"holdout": _holdout_provenance(args.holdout)}
+        result |= drift | {"holdout": manifest_provenance(args.holdout)}
         log.info("%s: drift mean %.3f px, p95 %.3f px, max %.3f px over %d held-out samples (%s)", int8.name, drift["mean_px"], drift["p95_px"], drift["max_px"], drift["samples"], result["holdout"]["note"])
     if args.off_subject_holdout:
         off, _ = measure_drift(spec, reference, int8, args.off_subject_holdout)
-        result["off_subject"] = off | {"holdout": _holdout_provenance(args.off_subject_holdout)}
+        result["off_subject"] = off | {"holdout": manifest_provenance(args.off_subject_holdout)}
         log.info("%s: off-subject drift mean %.3f px over %d random crops", int8.name, off["mean_px"], off["samples"])
         if args.plot:
             buffer = io.StringIO()

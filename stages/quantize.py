@@ -1,15 +1,15 @@
 """Export one integer variant (TFLite, ONNX QDQ or OpenVINO IR) of a quantization scheme, calibrated on the manifest.
 
-The scheme's recipe (params.yaml ``quantize.recipes.<scheme>``) gives the weight granularity,
-calibration method and activation width; the float model comes from `posezoo optimize`, which
-applied the recipe's float-model transforms and chose its float fallback layers
-(``float_nodes.json``) and computed its shared activation ranges (``ranges.json``). Beside the model a ``<variant>.quant.json`` records how it was made, for
+The recipe (weight granularity, calibration method, activation width) comes from `posezoo
+optimize`, which chose the model's recipe (``recipe.json``: searched, a per-model override or the scheme's own),
+applied its float-model transforms, chose its float fallback layers (``float_nodes.json``) and
+computed its shared activation ranges (``ranges.json``). Beside the model a ``<variant>.quant.json`` records how it was made, for
 `posezoo evaluate` and `posezoo recommend`.
 
 ``--format openvino`` writes an int8 OpenVINO IR (``<variant>.xml`` + ``<variant>.bin``) with
-NNCF from the same float ONNX (:mod:`pipeline.quantize.openvino`); it takes MinMax int8 recipes
-only (no NNCF equivalent of the shared percentile / entropy / MSE ranges or of 16-bit
-activations), and its sidecar adds an ``nncf`` block with NNCF's settings.
+NNCF from the same float ONNX (:mod:`pipeline.quantize.openvino`); it takes 8-bit recipes only,
+imposes the shared percentile / entropy / MSE ranges on NNCF's quantizers, and its sidecar adds
+an ``nncf`` block with NNCF's settings.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pipeline.quantize import FORMATS, variant_name
 from pipeline.quantize.onnx import quantize_onnx
 from pipeline.quantize.openvino import check_config, export_openvino_int8
 from pipeline.quantize.ranges import read_ranges
-from pipeline.quantize.recipe import FLOAT_NODES, QUANT_SIDECAR, RANGES, recipe_for
+from pipeline.quantize.recipe import FLOAT_NODES, QUANT_SIDECAR, RANGES, chosen_recipe
 from pipeline.quantize.tflite import quantize_tflite
 
 HELP = "export an int8 (or 16x8) TFLite / ONNX variant, or an int8 OpenVINO IR, of a quantization scheme"
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     spec, resolution = model_for(params, args.model, args.params)
-    recipe = recipe_for(params, args.scheme, args.params)
+    recipe, origin = chosen_recipe(params, args.scheme, args.float_dir, args.params)
     chosen = args.float_dir / FLOAT_NODES
     float_nodes = tuple(json.loads(chosen.read_text())["float_nodes"]) if chosen.is_file() else ()
     config = recipe.config(float_nodes)
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> None:
     if args.format == "tflite":
         quantize_tflite(args.float_dir / "saved_model", dest, args.manifest, spec.input, config, float_onnx=args.float_dir / "model.onnx", ranges=table)
     elif args.format == "openvino":
-        extra["nncf"] = export_openvino_int8(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config, where)
+        extra["nncf"] = export_openvino_int8(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config, where, ranges=table)
     else:
         quantize_onnx(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config, ranges=table)
     write_json(
@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> None:
             **({"percentile": config.percentile} if config.calibration == "percentile" else {}),
             "equalize": recipe.equalize,
             "bias_correction": recipe.bias_correction,
+            **({"clip_headroom": recipe.clip_headroom} if recipe.clip_headroom is not None else {}),
+            "recipe": recipe.as_params(),
+            "recipe_source": origin,
             "float_layers": len(config.float_nodes),
             "float_nodes": list(config.float_nodes),
             **extra,

@@ -84,3 +84,10 @@ def measure_drift(spec: ModelSpec, float_model: Path, int8_model: Path, holdout:
         for k in range(err.shape[1])
     ]
     return metrics, rows
+
+
+def manifest_provenance(path: Path) -> dict[str, Any]:
+    """What drift figures measured on a manifest stand on: its split note and its subject / photo counts."""
+    manifest = read_manifest(path)
+    keys = ("note", "distinct_subjects", "distinct_photos", "roi_kind", "detector")
+    return {"manifest": Path(path).name, **{k: manifest[k] for k in keys if k in manifest}}

@@ -30,6 +30,16 @@ bounded by what the calibration images show (:func:`_clip_bounds`), exact on tho
 MobileNetV2-style models (hand, BlazePose) put ReLU6 between almost every conv pair, so without
 it cross-layer equalization finds next to nothing there.
 
+``by="activations"`` (with ``clip_headroom``) chooses the scales from the calibration activations
+instead of the weights, in one pass: every free channel of the first conv's output is scaled to
+the same range (the tensor's largest, or ``M / headroom`` behind ``Clip(0, M)``), so a channel
+whose activations span 0.4 % of its tensor's int8 range (BlazePose's first ReLU6 output has one
+peaking at 0.023 of 6, i.e. one int8 step, read by weights ~100× the layer's median) is no
+longer rounded to one or two levels; the next layer's input weights shrink by the same factor
+(SmoothQuant's activation-to-weight migration, Xiao et al. 2023, applied per conv pair). It grows
+the first layer's output-channel weights, which per-channel weights absorb and per-tensor ones
+do not, so it is a candidate for per-channel recipes.
+
 Bias absorption (data-driven §4.1.1): when ``f`` is ReLU, LeakyReLU or PReLU (all the identity on
 ``h ≥ 0``), ``f(h) = f(h − c) + c`` for every ``h ≥ c ≥ 0``. With ``c_i = max(0, min h_i)`` over
 the calibration images (the minimum, i.e. the 0th percentile: any higher percentile breaks the
@@ -199,18 +209,22 @@ class ClipBounds:
     fixed: np.ndarray
 
 
-def _scale_pair(graph: Graph, pair: Pair, total: np.ndarray, bounds: ClipBounds | None) -> np.ndarray:
+def _scale_pair(graph: Graph, pair: Pair, total: np.ndarray, bounds: ClipBounds | None, scales: np.ndarray | None = None) -> np.ndarray:
     """Equalize one pair in place; return this step's scales s (output channel i of W1 divided by s_i).
 
-    ``total`` is the product of the pair's earlier steps, which ``bounds`` constrain.
+    ``total`` is the product of the pair's earlier steps, which ``bounds`` constrain. ``scales``
+    given: apply those instead of the weight-balancing ones.
     """
     first, second = graph.nodes[pair.first], graph.nodes[pair.second]
     w1, w2 = graph.array(first.input[1]), graph.array(second.input[1])
     group = attribute(second, "group", 1)
-    r1, r2 = _out_ranges(w1), _in_ranges(w2, group)
-    s = np.ones_like(r1)
-    live = (r1 > 0) & (r2 > 0)  # a dead channel has nothing to equalize
-    s[live] = np.sqrt(r1[live] / r2[live])
+    if scales is not None:
+        s = scales
+    else:
+        r1, r2 = _out_ranges(w1), _in_ranges(w2, group)
+        s = np.ones_like(r1)
+        live = (r1 > 0) & (r2 > 0)  # a dead channel has nothing to equalize
+        s[live] = np.sqrt(r1[live] / r2[live])
     if bounds is not None:
         s = np.where(bounds.fixed, 1.0, np.maximum(total * s, bounds.lower)) / total
     w1 /= s.reshape((-1,) + (1,) * (w1.ndim - 1))
@@ -261,6 +275,37 @@ def _clip_bounds(graph: Graph, pairs: list[Pair], inputs: list[np.ndarray], head
         stats["channels_fixed"] += int(fixed.sum())
         stats["channels_free"] += int((~fixed).sum())
     return bounds, stats
+
+
+def _activation_scales(graph: Graph, pairs: list[Pair], inputs: list[np.ndarray], bounds: dict[Pair, ClipBounds]) -> list[np.ndarray]:
+    """Apply ``by="activations"`` scales to every pair in place (see the module docstring); the scales.
+
+    Channel ``i`` of the first conv's output peaks at ``m_i`` over the calibration images (after
+    the pair's activation: ``max(h_i, 0)`` behind ReLU / Clip, ``max |h_i|`` otherwise). With the
+    target ``T`` (the largest admissible peak), ``S_i = m_i / T`` brings it to ``T``; behind a clip
+    ``S_i`` is also held above the bound that keeps the pair exact on the calibration images.
+    """
+    names = [graph.nodes[p.first].output[0] for p in pairs]
+    peaks: dict[str, np.ndarray] = {}
+    for values in run_outputs(graph.commit(), graph.input_name, names, inputs):
+        for pair, n in zip(pairs, names):
+            v = values[n]
+            v = np.maximum(v, 0.0) if pair.via and graph.nodes[pair.via[0]].op_type in ("Relu", "Clip") else np.abs(v)
+            m = v.max(axis=tuple(a for a in range(v.ndim) if a != 1))
+            peaks[n] = np.maximum(peaks[n], m) if n in peaks else m
+    scales = []
+    for pair, name in zip(pairs, names):
+        m = peaks[name].astype(np.float64)
+        live = m > 0
+        s = np.ones_like(m)
+        bound = bounds.get(pair)
+        if bound is not None:
+            free = live & ~bound.fixed
+            s[free] = bound.lower[free]  # = headroom * m_i / M: the channel peaks at M / headroom
+        elif live.any():
+            s[live] = m[live] / m[live].max()
+        scales.append(_scale_pair(graph, pair, np.ones_like(s), None, s))
+    return scales
 
 
 def _absorbable(graph: Graph, pair: Pair) -> bool:
@@ -340,6 +385,7 @@ def equalize_onnx(
     overrides: Mapping[int, Mapping[str, float]] | None = None,
     absorb_bias: bool = True,
     clip_headroom: float | None = None,
+    by: str = "weights",
     max_samples: int | None = None,
     max_iterations: int = 200,
     tolerance: float = 1e-6,
@@ -357,6 +403,9 @@ def equalize_onnx(
     exact on them, but an unseen input whose pre-activation lands between the old and the new
     bound (``M`` and ``M · S_i``) is clipped differently. A larger headroom leaves more channels
     unscaled and fewer such surprises.
+
+    ``by`` picks the scales: ``weights`` (Nagel's balanced weight ranges, swept to their fixed
+    point) or ``activations`` (one pass from the calibration activations, see the module doc).
     """
     src, dest = Path(src), Path(dest)
     if clip_headroom is not None and clip_headroom < 1.0:
@@ -371,7 +420,12 @@ def equalize_onnx(
     touched = sorted({graph.nodes[k].input[1] for p in pairs for k in (p.first, p.second)})
     before = {name: graph.array(name).copy() for name in touched}
     before_ranges = [(_out_ranges(graph.array(graph.nodes[p.first].input[1])), _in_ranges(graph.array(graph.nodes[p.second].input[1]), attribute(graph.nodes[p.second], "group", 1))) for p in pairs]
-    iterations, converged, scales = _equalize(graph, pairs, bounds, max_iterations, tolerance)
+    if by not in ("weights", "activations"):
+        raise PosezooError(f"{src}: equalization by {by!r} is unknown; use weights or activations")
+    if by == "activations":
+        iterations, converged, scales = 1, True, _activation_scales(graph, pairs, inputs, bounds)
+    else:
+        iterations, converged, scales = _equalize(graph, pairs, bounds, max_iterations, tolerance)
     absorption = _absorb(graph, pairs, inputs) if absorb_bias else None
     graph.commit()
     verification = _verify(original, model, graph.input_name, inputs, atol, rtol, overrides, src)
@@ -402,6 +456,7 @@ def equalize_onnx(
     after = {name: graph.array(name) for name in touched}
     report = {
         "source": str(src),
+        "by": by,
         "pairs_equalized": len(pairs),
         "skipped": dict(sorted(skipped.items())),
         "iterations": iterations,

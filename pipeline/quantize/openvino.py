@@ -7,10 +7,12 @@ the other exports in four ways, each set explicitly here so the IR is quantized 
 
 - **Activation ranges**: NNCF's default for per-tensor activations is ``MEAN_MINMAX`` (the mean
   over samples of each sample's min / max), not the observed extremes; ``calibration: minmax``
-  sets ``RangeEstimatorParametersSet.MINMAX``. The other methods (percentile, entropy, MSE) are
-  onnxruntime's calibrators imposed as a shared range table; NNCF has no equivalent (its
-  ``MEAN_QUANTILE`` averages per-sample quantiles, its ``HISTOGRAM`` is PyTorch's observer
-  search), so they are refused rather than silently replaced.
+  sets ``RangeEstimatorParametersSet.MINMAX``. The other methods (percentile, entropy, MSE) have
+  no NNCF equivalent (its ``MEAN_QUANTILE`` averages per-sample quantiles, its ``HISTOGRAM`` is
+  PyTorch's observer search), so the shared range table the TFLite / ONNX exports use is imposed
+  on NNCF's activation FakeQuantize ops instead (:func:`impose_ranges`): each takes the table's
+  range of the ONNX tensor it quantizes, in NNCF's quantizer shape (unsigned ``[0, hi]`` or
+  symmetric ``[-a, a·127/128]``); the sidecar counts how many were matched.
 - **Weights**: ``QuantizationParameters(per_channel=...)`` from the recipe's ``weights``, int8
   symmetric (``QuantizationPreset.PERFORMANCE``: symmetric weights and activations; NNCF makes an
   activation unsigned when it is non-negative, e.g. after ReLU). ``OverflowFix.DISABLE``: NNCF
@@ -46,6 +48,7 @@ from pipeline.calibration.reader import iter_inputs
 from pipeline.convert.runners import onnx_input_layout
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
+from pipeline.quantize.ranges import RangeTable
 from pipeline.registry import InputSpec
 
 log = logging.getLogger(__name__)
@@ -65,11 +68,39 @@ def check_config(config: QuantConfig, where: str = "quantize config") -> None:
             f"{where}: activation_bits {config.activation_bits} is not an int8 OpenVINO IR; "
             "build this scheme as tflite / onnx only, or set activation_bits: 8"
         )
-    if config.calibration != "minmax":
-        raise PosezooError(
-            f"{where}: calibration {config.calibration} has no NNCF equivalent (only minmax maps to its MINMAX range "
-            "estimator); build this scheme as tflite / onnx only, or set calibration: minmax"
-        )
+
+
+def impose_ranges(model: Any, table: RangeTable) -> dict[str, int]:
+    """Set every activation FakeQuantize of ``model`` whose input is a tensor of ``table`` to its range.
+
+    NNCF's quantizer shape is kept: an unsigned FQ (low 0) becomes ``[0, hi]``, a symmetric one
+    ``[-a, a·127/128]`` with ``a`` covering the table's ``[lo, hi]``. Returns the counts of
+    activation FQs, of those set and of those left with NNCF's MinMax range (their tensor has
+    another name in the pre-processed ONNX the table was computed on).
+    """
+    import numpy as np
+    import openvino as ov
+
+    counts = {"activation_fq": 0, "imposed": 0, "kept_minmax": 0}
+    for op in model.get_ordered_ops():
+        if op.get_type_name() != "FakeQuantize" or op.input_value(0).get_node().get_type_name() == "Constant":
+            continue
+        counts["activation_fq"] += 1
+        name = next((n for n in sorted(op.input_value(0).get_names()) if n in table.ranges), None)
+        if name is None:
+            counts["kept_minmax"] += 1
+            continue
+        lo, hi = table.ranges[name]
+        low = op.input_value(1).get_node().get_data()
+        if float(np.min(low)) >= 0.0:
+            bounds = (0.0, max(hi, 0.0))
+        else:
+            a = max(-lo, hi * 128.0 / 127.0, 0.0)
+            bounds = (-a, a * 127.0 / 128.0)
+        for i, value in zip((1, 2, 3, 4), bounds * 2):
+            op.input(i).replace_source_output(ov.op.Constant(np.full(low.shape, value, np.float32)).output(0))
+        counts["imposed"] += 1
+    return counts
 
 
 def ignored_names(model: Any, float_nodes: tuple[str, ...], float_onnx: Path) -> list[str]:
@@ -145,12 +176,17 @@ def _save_pair(model: Any, dest: Path) -> None:
         os.replace(staged, dest)
 
 
-def export_openvino_int8(float_onnx: Path, dest: Path, manifest: Path, spec: InputSpec, config: QuantConfig, where: str = "quantize config") -> dict[str, Any]:
+def export_openvino_int8(
+    float_onnx: Path, dest: Path, manifest: Path, spec: InputSpec, config: QuantConfig, where: str = "quantize config", ranges: RangeTable | None = None
+) -> dict[str, Any]:
     """Write an int8 IR of ``float_onnx`` quantized per ``config`` to ``dest`` (.xml, .bin beside it).
 
     Returns :func:`settings` for the sidecar. ``where`` names the recipe in configuration errors.
+    A non-MinMax ``config`` needs ``ranges`` (its shared range table, :func:`impose_ranges`).
     """
     check_config(config, where)
+    if config.shared_ranges and (ranges is None or not ranges.fits(config)):
+        raise PosezooError(f"{where}: calibration {config.calibration} needs its shared range table (ranges.json of `posezoo optimize`) for the OpenVINO IR")
     dest = Path(dest)
     if dest.suffix != ".xml":
         raise PosezooError(f"{dest}: an OpenVINO IR is written as <name>.xml (+ <name>.bin); pass a .xml path")
@@ -192,11 +228,12 @@ def export_openvino_int8(float_onnx: Path, dest: Path, manifest: Path, spec: Inp
     except Exception as err:  # NNCF raises its own and OpenVINO's exceptions
         first = next((ln.strip() for ln in str(err).splitlines() if ln.strip()), "")
         raise PosezooError(f"{float_onnx}: NNCF quantization failed ({type(err).__name__}: {first}); check the float model") from err
+    imposed = impose_ranges(quantized, ranges) if config.shared_ranges and ranges is not None else None
     canonicalize_names(quantized, _onnx_names(float_onnx))
     dest.parent.mkdir(parents=True, exist_ok=True)
     _save_pair(quantized, dest)
-    log.info("wrote %s (+ .bin; NNCF, %s, minmax, %d float layers)", dest, "per-channel" if config.per_channel else "per-tensor", len(config.float_nodes))
-    return settings(config)
+    log.info("wrote %s (+ .bin; NNCF, %s, %s, %d float layers)", dest, "per-channel" if config.per_channel else "per-tensor", config.calibration, len(config.float_nodes))
+    return settings(config) | ({"activation_range": config.calibration, "ranges": imposed} if imposed is not None else {})
 
 
 def weight_scale_shapes(xml: Path) -> list[tuple[str, tuple[int, ...]]]:

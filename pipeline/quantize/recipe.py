@@ -10,6 +10,7 @@ so a typo in a ``dvc exp run -S`` sweep fails before any work starts.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -19,8 +20,14 @@ from pipeline.params import get
 from pipeline.quantize.config import PARAM_KEYS, QuantConfig
 
 WEIGHTS = ("per_channel", "per_tensor")
-TRANSFORM_KEYS = ("weights", "equalize", "clip_headroom", "bias_correction", "fallback")
+TRANSFORM_KEYS = ("weights", "equalize", "clip_headroom", "equalize_by", "bias_correction", "fallback")
+EQUALIZE_BY = ("weights", "activations")
 FALLBACK_KEYS = ("budget", "reference", "max_layers")
+#: Recipe keys that define what a scheme's variants are (a target's contract): a per-model
+#: override or a search candidate may change every other key, never these.
+CONTRACT_KEYS = ("weights", "activation_bits", "fallback")
+#: File in a prepared-model directory holding the recipe the model was prepared with.
+RECIPE = "recipe.json"
 #: File in a prepared-model directory naming the layers the fallback search kept in float.
 FLOAT_NODES = "float_nodes.json"
 #: File in a prepared-model directory holding the shared activation ranges (non-MinMax recipes).
@@ -39,11 +46,46 @@ class Recipe:
     bias_correction: bool = False
     fallback: Mapping[str, Any] | None = None
     clip_headroom: float | None = None
+    equalize_by: str = "weights"
     settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.as_params(), sort_keys=True))
 
     @property
     def per_channel(self) -> bool:
         return self.weights == "per_channel"
+
+    def as_params(self) -> dict[str, Any]:
+        """The recipe as a params mapping (what :func:`parse_recipe` reads back), defaults left out."""
+        raw: dict[str, Any] = {"weights": self.weights, **dict(self.settings)}
+        raw |= {k: True for k in ("equalize", "bias_correction") if getattr(self, k)}
+        if self.clip_headroom is not None:
+            raw["clip_headroom"] = self.clip_headroom
+        if self.equalize_by != "weights":
+            raw["equalize_by"] = self.equalize_by
+        if self.fallback is not None:
+            raw["fallback"] = dict(self.fallback)
+        return raw
+
+    @property
+    def transforms(self) -> tuple[bool, float | None, bool]:
+        """What the float-model preparation depends on (candidates sharing it share one prepared model)."""
+        return (self.equalize, self.clip_headroom, self.equalize_by, self.bias_correction)
+
+    def describe(self) -> str:
+        """Short human-readable form, e.g. ``per_tensor, eq(headroom 1.5), bc, mse``."""
+        parts = [self.weights]
+        if self.equalize:
+            how = [*(["activations"] if self.equalize_by == "activations" else []), *([f"headroom {self.clip_headroom:g}"] if self.clip_headroom else [])]
+            parts.append("eq" + (f"({', '.join(how)})" if how else ""))
+        if self.bias_correction:
+            parts.append("bc")
+        config = self.config()
+        parts.append(config.tag or "minmax")
+        if config.activation_bits != 8:
+            parts.append(f"a{config.activation_bits}")
+        return ", ".join(parts)
 
     def config(self, float_nodes: tuple[str, ...] = ()) -> QuantConfig:
         """The exporter settings, with the fallback layers the search chose."""
@@ -52,16 +94,26 @@ class Recipe:
     @property
     def tag(self) -> str:
         """File-name suffix for the float-model transforms (the exporter adds its own)."""
-        return "_".join(t for t, on in (("eq", self.equalize), ("bc", self.bias_correction)) if on)
+        eq = "eqa" if self.equalize_by == "activations" else "eq"
+        return "_".join(t for t, on in ((eq, self.equalize), ("bc", self.bias_correction)) if on)
 
 
 def recipe_for(params: Mapping[str, Any], scheme: str, path: Path) -> Recipe:
     """The checked recipe of ``scheme`` (must be listed in ``quantize.schemes``)."""
+    schemes = _schemes(params, scheme, path)
+    return parse_recipe(get(dict(params), f"quantize.recipes.{scheme}", path), scheme, schemes, f"{path}: quantize.recipes.{scheme}")
+
+
+def _schemes(params: Mapping[str, Any], scheme: str, path: Path) -> list[str]:
     schemes = get(dict(params), "quantize.schemes", path)
     if scheme not in schemes:
         raise PosezooError(f"{path}: scheme '{scheme}' is not in quantize.schemes {list(schemes)}; add it there")
-    raw = dict(get(dict(params), f"quantize.recipes.{scheme}", path) or {})
-    where = f"{path}: quantize.recipes.{scheme}"
+    return list(schemes)
+
+
+def parse_recipe(raw_recipe: Mapping[str, Any] | None, scheme: str, schemes: list[str], where: str) -> Recipe:
+    """A recipe from its params mapping (``quantize.recipes.<scheme>`` or a chosen ``recipe.json``)."""
+    raw = dict(raw_recipe or {})
     # float_nodes is what the fallback search decides, never set by hand in a recipe
     unknown = sorted((set(raw) - set(TRANSFORM_KEYS) - set(PARAM_KEYS)) | ({"float_nodes"} & set(raw)))
     if unknown:
@@ -82,6 +134,62 @@ def recipe_for(params: Mapping[str, Any], scheme: str, path: Path) -> Recipe:
     headroom = raw.pop("clip_headroom", None)
     if headroom is not None and (not isinstance(headroom, (int, float)) or isinstance(headroom, bool) or headroom < 1.0 or not flags["equalize"]):
         raise PosezooError(f"{where}: clip_headroom must be a number >= 1 and needs equalize: true, got {headroom!r}")
-    recipe = Recipe(scheme, weights, flags["equalize"], flags["bias_correction"], fallback, None if headroom is None else float(headroom), raw)
+    by = raw.pop("equalize_by", "weights")
+    if by not in EQUALIZE_BY or (by != "weights" and not flags["equalize"]):
+        raise PosezooError(f"{where}: equalize_by must be weights or activations (with equalize: true), got {by!r}")
+    recipe = Recipe(scheme, weights, flags["equalize"], flags["bias_correction"], fallback, None if headroom is None else float(headroom), by, raw)
     recipe.config()  # validates the exporter settings now, with the recipe named
     return recipe
+
+
+def candidates_for(params: Mapping[str, Any], model: str, scheme: str, path: Path) -> tuple[list[Recipe], str]:
+    """(recipes to try for ``model`` in ``scheme``, where they come from).
+
+    ``models.<model>.recipes.<scheme>`` (an explicit choice) wins: one recipe, "override".
+    Else ``quantize.search.candidates.<scheme>``, when it lists more than the scheme's own recipe,
+    gives "search" candidates, in order. Else the scheme's recipe alone, "scheme". Override and
+    candidates are changes to the scheme's recipe; they may not touch its contract
+    (:data:`CONTRACT_KEYS`: what the target runs), so every candidate is a valid ``scheme`` variant.
+    """
+    base = dict(get(dict(params), f"quantize.recipes.{scheme}", path) or {})
+    schemes = _schemes(params, scheme, path)
+    entry = (get(dict(params), "models", path).get(model) or {}).get("recipes") or {}
+    if not isinstance(entry, Mapping):
+        raise PosezooError(f"{path}: models.{model}.recipes must map a scheme to recipe changes, e.g. {{per_tensor: {{equalize: true}}}}")
+    if scheme in entry:
+        return [_candidate(base, entry[scheme], scheme, schemes, f"{path}: models.{model}.recipes.{scheme}")], "override"
+    listed = ((dict(params).get("quantize") or {}).get("search") or {}).get("candidates") or {}
+    changes = listed.get(scheme) or [{}]
+    if not isinstance(changes, list) or not changes:
+        raise PosezooError(f"{path}: quantize.search.candidates.{scheme} must be a list of recipe changes ({{}} is the scheme's own recipe)")
+    recipes = [_candidate(base, c, scheme, schemes, f"{path}: quantize.search.candidates.{scheme}[{i}]") for i, c in enumerate(changes)]
+    unique = list(dict.fromkeys(recipes))
+    return unique, ("search" if len(unique) > 1 else "scheme")
+
+
+def _candidate(base: Mapping[str, Any], change: Any, scheme: str, schemes: list[str], where: str) -> Recipe:
+    if not isinstance(change, Mapping):
+        raise PosezooError(f"{where}: a candidate is a mapping of recipe changes, not {change!r}")
+    touched = sorted(set(change) & set(CONTRACT_KEYS))
+    if touched:
+        raise PosezooError(f"{where}: {', '.join(touched)} is the scheme's contract (what the target runs); define another scheme to change it")
+    return parse_recipe({**base, **change}, scheme, schemes, where)
+
+
+def chosen_recipe(params: Mapping[str, Any], scheme: str, prepared_dir: Path, path: Path) -> tuple[Recipe, str]:
+    """(recipe, where it came from) a prepared-model directory was made with (its ``recipe.json``).
+
+    A directory without one (the output of `posezoo convert`, used directly) takes the scheme's
+    recipe from params.
+    """
+    made = Path(prepared_dir) / RECIPE
+    if not made.is_file():
+        return recipe_for(params, scheme, path), "scheme"
+    try:
+        raw = json.loads(made.read_text())
+        recorded, source, recipe = raw["scheme"], raw["source"], raw["recipe"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise PosezooError(f"{made}: not a recipe record ({err}); re-run `posezoo optimize` for this scheme") from None
+    if recorded != scheme:
+        raise PosezooError(f"{made}: prepared for scheme '{recorded}', not '{scheme}'; pass the optimize output of {scheme}")
+    return parse_recipe(recipe, scheme, _schemes(params, scheme, path), str(made)), str(source)

@@ -33,7 +33,7 @@ def _recipe(q: dict[str, Any] | Any) -> str:
     if q.get("bias_correction"):
         parts.append("bias correction")
     if q.get("equalize"):
-        parts.append("cross-layer equalization")
+        parts.append("cross-layer equalization" + (f" (ReLU6 headroom {q['clip_headroom']:g})" if q.get("clip_headroom") else ""))
     if q.get("float_layers"):
         parts.append(f"{q['float_layers']} float layers")
     return ", ".join(parts)
@@ -163,6 +163,32 @@ def _variants_table(record: ModelRecord, links: dict[str, str]) -> str:
         ["Variant", "Format", "Scheme", "Granularity", "Activations", "Calibration", "Bias correction", "Equalization", "Float layers", "Resolution", "File size (KiB)", "sha256"],
         rows,
     )
+
+
+def _search(record: ModelRecord) -> str:
+    """Per scheme: the candidates the recipe search tried on the validation ROIs and the one chosen."""
+    parts = []
+    for scheme in dict.fromkeys(v.scheme for v in record.variants):
+        variant = next(v for v in record.variants if v.scheme == scheme)
+        origin = variant.quantization.get("recipe_source", NOT_MEASURED)
+        if variant.search is None:
+            parts.append(f"`{scheme}`: no search ({origin}: {_recipe(variant.quantization)}).")
+            continue
+        s, val = variant.search, variant.search.get("validation") or {}
+        rows = [
+            [
+                str(c["candidate"]) + (" **(chosen)**" if c.get("chosen") else ""), c.get("label", ""), c.get("status", ""),
+                num(c.get("validation_mean_px")), num(c.get("validation_p95_px")), num(c.get("seconds")), c.get("reason", ""),
+            ]
+            for c in s.get("candidates", [])
+        ]
+        parts.append(
+            f"`{scheme}`: {len(rows)} candidates scored by ONNX drift against float on `{val.get('manifest', NOT_MEASURED)}` "
+            f"({val.get('distinct_subjects', NOT_MEASURED)} subjects, never calibrated on or evaluated); search {num(s.get('seconds'))} s, "
+            f"stops below {s.get('stop_norm', NOT_MEASURED)} of the input size.\n\n"
+            + table(["Candidate", "Recipe", "Status", "Validation drift mean (px)", "p95 (px)", "Time (s)", "Note"], rows)
+        )
+    return "### Recipe search\n\n" + "\n\n".join(parts)
 
 
 def _footprint_table(record: ModelRecord, links: dict[str, str]) -> str:
@@ -346,6 +372,7 @@ def render_card(record: ModelRecord, int8_dir: Path, card_dir: Path) -> str:
         "# Performances",
         "## Metrics",
         _variants_table(record, links),
+        _search(record),
         _footprint_table(record, links),
         _reference_figures(record),
         _latency(record, links),

@@ -149,6 +149,7 @@ class Variant:
     files: tuple[FileDigest, ...]
     quantization: Mapping[str, Any]
     bias_corrected_layers: int | None
+    search: Mapping[str, Any] | None  # the optimize stage's recipe search of this scheme, when it ran
     drift: Drift  # on the model's subject held-out ROIs (the headline figure)
     off_subject: Drift | None  # on random crops of the held-out photos, when measured
     accuracy: tuple[GroundTruth, ...]
@@ -382,6 +383,7 @@ def _variant(model: str, scheme: str, fmt: str, metrics: Path, int8_dir: Path, r
         files=files,
         quantization=quantization,
         bias_corrected_layers=int(bc["layers_corrected"]) if isinstance(bc, dict) and "layers_corrected" in bc else None,
+        search=opt.get("search") if isinstance(opt.get("search"), Mapping) else None,
         drift=drift_from(ev, ev_path),
         off_subject=drift_from(ev["off_subject"], ev_path) if isinstance(ev.get("off_subject"), Mapping) else None,
         accuracy=accuracy,

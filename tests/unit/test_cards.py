@@ -102,6 +102,19 @@ def _footprint_doc(flash: int, ram: int, macc: int, model_file: str) -> dict:
     }
 
 
+#: The optimize stage's recipe search of the per-tensor scheme (metrics/optimize/<key>.json).
+SEARCH = {
+    "validation": {"manifest": "validation.json", "distinct_subjects": 11},
+    "stop_norm": 0.005,
+    "seconds": 412.5,
+    "candidates": [
+        {"candidate": 0, "label": "per_tensor, bc, minmax", "status": "scored", "validation_mean_px": 30.467, "validation_p95_px": 80.1, "seconds": 140.2},
+        {"candidate": 1, "label": "per_tensor, eq(headroom 1.5), bc, minmax", "status": "scored", "validation_mean_px": 1.563, "validation_p95_px": 4.2, "seconds": 187.0, "chosen": True},
+        {"candidate": 2, "label": "per_tensor, bc, p99.99", "status": "not run", "reason": "candidate 1 is within 0.005 of the input size of float"},
+    ],
+}
+
+
 def build_tree(root: Path) -> dict[str, float]:
     """params.yaml, metrics/ and build/int8/ of a fake run; returns the mean drift per key."""
     params = {
@@ -116,6 +129,7 @@ def build_tree(root: Path) -> dict[str, float]:
         _write_json(metrics / "optimize" / f"{MODEL}-{scheme}.json", {
             "bias_correction": scheme == "per_tensor", "equalize": False, "model": MODEL, "scheme": scheme, "weights": scheme,
             **({"bias_correction_report": {"layers_corrected": 37}} if scheme == "per_tensor" else {}),
+            **({"search": SEARCH} if scheme == "per_tensor" else {}),
         })
         for j, fmt in enumerate(FORMATS):
             key = f"{MODEL}-{scheme}-{fmt}"
@@ -191,6 +205,11 @@ def test_card_tables_hold_the_metrics_and_say_not_measured(tmp_path: Path) -> No
     assert row[-2] == f"{sum(p.stat().st_size for p in ir) / 1024:.2f}"
     assert all(hashlib.sha256(p.read_bytes()).hexdigest() in row[-1] for p in ir)
     assert row[6] == "yes (37 layers)"  # bias-corrected layers from metrics/optimize
+    # Recipe search: every candidate with its validation drift, the chosen one marked; no search for per_channel.
+    row = _row(card, "1 **(chosen)**", "### Recipe search")
+    assert row[1:6] == ["per_tensor, eq(headroom 1.5), bc, minmax", "scored", "1.56", "4.20", "187.00"]
+    assert _row(card, "2", "### Recipe search")[2] == "not run"
+    assert "11 subjects" in card and "`per_channel`: no search" in card
     # Footprint: flash / RAM / MACC and per-target verdicts from metrics/footprint.
     row = _row(card, f"{MODEL}_192_int8_pt_bc.onnx", "### Memory footprint")
     assert row[3:6] == [f"{36_815_000 / 1e6:.3f}", f"{650_000 / 1024:.2f}", f"{442_368 / 1024:.2f}"]

@@ -197,16 +197,21 @@ def test_verification_failure_is_one_clear_line_and_writes_nothing(tmp_path: Pat
     assert not (tmp_path / "eq.onnx").exists()
 
 
-def test_relu6_is_equalized_within_calibration_bounds_only_when_asked(tmp_path: Path, manifest: Path) -> None:
+def relu6_pair(path: Path) -> Path:
+    """conv a → Clip(0, 6) → conv b; a's channels peak at very different levels (channel 0 saturates at 6)."""
     rng = np.random.default_rng(6)
     inits: list[onnx.TensorProto] = [numpy_helper.from_array(np.float32(0), "lo"), numpy_helper.from_array(np.float32(6), "hi")]
-    w = np.abs(rng.normal(size=(4, 3, 1, 1))) * np.array([30.0, 0.01, 0.1, 1.0]).reshape(4, 1, 1, 1)  # channel 0 saturates at 6
+    w = np.abs(rng.normal(size=(4, 3, 1, 1))) * np.array([30.0, 0.01, 0.1, 1.0]).reshape(4, 1, 1, 1)
     nodes = [
         conv("a", "x", w, np.zeros(4), inits),
         helper.make_node("Clip", ["a", "lo", "hi"], ["r"], name="r"),
         conv("b", "r", rng.normal(size=(3, 4, 1, 1)), rng.normal(size=3), inits),
     ]
-    src = save(tmp_path / "src.onnx", nodes, inits, ["b"])
+    return save(path, nodes, inits, ["b"])
+
+
+def test_relu6_is_equalized_within_calibration_bounds_only_when_asked(tmp_path: Path, manifest: Path) -> None:
+    src = relu6_pair(tmp_path / "src.onnx")
     strict = equalize_onnx(src, tmp_path / "strict.onnx", manifest, SPEC, atol=0.0, rtol=0.0)
     assert strict["pairs_equalized"] == 0 and strict["skipped"] == {"clip_activation": 1, "graph_output": 1}
 
@@ -220,3 +225,32 @@ def test_relu6_is_equalized_within_calibration_bounds_only_when_asked(tmp_path: 
     probe.graph.output.append(helper.make_tensor_value_info("a", TensorProto.FLOAT, None))
     highs = np.max([ort.InferenceSession(probe.SerializeToString()).run(["a"], {"x": x})[0].max(axis=(0, 2, 3)) for _, x in iter_inputs(manifest, SPEC, "NCHW")], axis=0)
     assert np.all(highs[1:] <= 6.0 / 1.5 * (1 + 1e-5))  # free channels stay under the clip with the headroom
+
+
+def test_activation_equalization_brings_every_free_channel_to_the_same_peak(tmp_path: Path, manifest: Path) -> None:
+    """by="activations": channels whose ReLU6 output peaks far below the clip (0.01x, 0.1x of the
+    others) are scaled up to M / headroom and the next layer's input weights down, exactly on the
+    calibration images; the saturating channel is left alone; weight balancing would not do this."""
+    src = relu6_pair(tmp_path / "src.onnx")
+    with pytest.raises(PosezooError, match="equalization by 'inputs' is unknown"):
+        equalize_onnx(src, tmp_path / "x.onnx", manifest, SPEC, atol=1e-5, rtol=1e-5, clip_headroom=1.5, by="inputs")
+    report = equalize_onnx(src, tmp_path / "eqa.onnx", manifest, SPEC, atol=1e-5, rtol=1e-5, clip_headroom=1.5, by="activations", absorb_bias=False)
+    assert report["by"] == "activations" and report["pairs_equalized"] == 1 and report["clip_bounds"]["channels_fixed"] == 1
+    eqa = tmp_path / "eqa.onnx"
+    for _, x in iter_inputs(manifest, SPEC, "NCHW"):  # exact on the calibration images (only there: the headroom)
+        np.testing.assert_allclose(run(eqa, x)[0], run(src, x)[0], rtol=1e-5, atol=1e-5)
+
+    def peaks(path: Path) -> np.ndarray:
+        probe = onnx.load(str(path))
+        probe.graph.output.append(helper.make_tensor_value_info("r", TensorProto.FLOAT, None))
+        session = ort.InferenceSession(probe.SerializeToString())
+        return np.max([session.run(["r"], {"x": x})[0].max(axis=(0, 2, 3)) for _, x in iter_inputs(manifest, SPEC, "NCHW")], axis=0)
+
+    before, after = peaks(src), peaks(eqa)
+    assert before[1] < 0.01 * before[0]  # the tiny channel: about one int8 step of the [0, 6] range
+    np.testing.assert_allclose(after[1:], 6.0 / 1.5, rtol=1e-5)
+    assert after[0] == pytest.approx(before[0])
+    scale = before[1:] / after[1:]  # second conv's input weights shrink by the same factor
+    np.testing.assert_allclose(initializer(eqa, "b_w")[:, 1:, 0, 0], initializer(src, "b_w")[:, 1:, 0, 0] * scale, rtol=1e-5)
+    weights_eq = equalize_onnx(src, tmp_path / "eq.onnx", manifest, SPEC, atol=1e-5, rtol=1e-5, clip_headroom=1.5, absorb_bias=False)
+    assert weights_eq["by"] == "weights" and not np.allclose(peaks(tmp_path / "eq.onnx")[1:], 6.0 / 1.5, rtol=1e-3)

@@ -56,7 +56,8 @@ def outlier(tmp_path_factory: pytest.TempPathFactory, manifests: Path) -> Path:
     x = tf.keras.layers.Conv2D(8, 1, activation="relu")(x)
     x = tf.keras.layers.GlobalAveragePooling2D()(x)
     points = tf.keras.layers.Dense(10, activation="sigmoid")(x) * float(TINY_SIZE)
-    model = tf.keras.Model(inp, points)
+    score = tf.keras.layers.Dense(1, activation="sigmoid")(x)  # the outputs of tiny_landmarks, so drift can be measured
+    model = tf.keras.Model(inp, [points, score])
     out = tmp_path_factory.mktemp("outlier")
     (out / "source.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
     return _float_dir(out, out / "source.tflite", manifests)

@@ -83,7 +83,7 @@ def test_float_nodes_stay_float(tmp_path: Path, float_onnx: Path, manifests: Pat
     ("config", "message"),
     [
         (QuantConfig(True, activation_bits=16), r"recipes\.a16w8: activation_bits 16 is not an int8 OpenVINO IR"),
-        (QuantConfig(False, calibration="entropy"), r"recipes\.a16w8: calibration entropy has no NNCF equivalent"),
+        (QuantConfig(False, calibration="entropy"), r"recipes\.a16w8: calibration entropy needs its shared range table"),
         (QuantConfig(False, float_nodes=("Conv_99",)), r"model\.onnx: float_nodes Conv_99: no OpenVINO op keeps this ONNX node name"),
     ],
     ids=["16-bit", "entropy", "unknown-float-node"],
@@ -94,6 +94,35 @@ def test_settings_an_int8_ir_cannot_honour_are_refused(tmp_path: Path, float_onn
         export_openvino_int8(float_onnx, dest, manifests / "manifest.json", load_model("tiny_landmarks").input, config, "params.yaml: quantize.recipes.a16w8")
     assert "\n" not in str(err.value)
     assert not dest.exists() and not dest.with_suffix(".bin").exists()
+
+
+def test_shared_ranges_are_imposed_on_the_activation_quantizers(tmp_path: Path, float_onnx: Path, manifests: Path) -> None:
+    """A percentile table (NNCF has no percentile estimator) sets the IR's activation ranges: every
+    activation FakeQuantize whose tensor the table names takes its range, in NNCF's shape."""
+    import openvino as ov
+
+    from pipeline.quantize.ranges import compute_ranges
+
+    spec = load_model("tiny_landmarks").input
+    config = QuantConfig(False, calibration="percentile", percentile=99.0)
+    table = compute_ranges(float_onnx, manifests / "manifest.json", spec, config)
+    made = export_openvino_int8(float_onnx, tmp_path / "p.xml", manifests / "manifest.json", spec, config, ranges=table)
+    export_openvino_int8(float_onnx, tmp_path / "m.xml", manifests / "manifest.json", spec, QuantConfig(False))
+    assert made["activation_range"] == "percentile" and made["ranges"]["imposed"] >= 3, made
+    assert made["ranges"]["imposed"] + made["ranges"]["kept_minmax"] == made["ranges"]["activation_fq"]
+
+    def highs(xml: Path) -> dict[str, float]:
+        found = {}
+        for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+            if op.get_type_name() == "FakeQuantize" and op.input_value(0).get_node().get_type_name() != "Constant":
+                for name in op.input_value(0).get_names():
+                    found[name] = float(op.input_value(2).get_node().get_data().max())
+        return found
+
+    clipped, minmax = highs(tmp_path / "p.xml"), highs(tmp_path / "m.xml")
+    set_here = [n for n in clipped if n in table.ranges and table.ranges[n][0] >= 0]  # unsigned: hi is the table's
+    assert set_here and all(clipped[n] == pytest.approx(table.ranges[n][1], rel=1e-6) for n in set_here)
+    assert any(clipped[n] < 0.99 * minmax[n] for n in set_here)  # the 99th percentile clips below MinMax
 
 
 def test_quantize_and_evaluate_stages_on_an_ir(tmp_path: Path, tiny_model: Path, float_onnx: Path, manifests: Path) -> None:
