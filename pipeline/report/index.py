@@ -19,6 +19,16 @@ def primary_gt(variant: Variant) -> tuple[str, str] | None:
     return None
 
 
+def recipe_cell(variant: Variant) -> str:
+    """The recipe the variant was made with, where it came from, and its validation figure when searched."""
+    q = variant.quantization
+    recipe = q.get("recipe") or {}
+    text = ", ".join(f"{k}={v}" for k, v in sorted(recipe.items()) if k != "weights") or "scheme default"
+    chosen = next((c for c in (variant.search or {}).get("candidates", []) if c.get("chosen")), None)
+    validation = f" ({num(chosen.get('validation_mean_px'))})" if chosen else ""
+    return f"{text}; {q.get('recipe_source', NOT_MEASURED)}{validation}"
+
+
 def render_index(records: Sequence[ModelRecord]) -> str:
     """The zoo index; models in params order, variants in scheme × format order."""
     rows = []
@@ -32,7 +42,7 @@ def render_index(records: Sequence[ModelRecord]) -> str:
             latency = v.benchmark.fastest_median_ms if v.benchmark else None
             rows.append(
                 [
-                    f"[{r.name}]({r.name}/README.md)", v.file, v.format, v.scheme, f"{r.resolution}x{r.resolution}",
+                    f"[{r.name}]({r.name}/README.md)", v.file, v.format, v.scheme, recipe_cell(v), f"{r.resolution}x{r.resolution}",
                     kib(v.footprint.flash_bytes), kib(v.footprint.activations_plan_bytes), num(None if v.footprint.macc is None else v.footprint.macc / 1e6, 1),
                     f"{num(v.drift.mean_px)} ({pct(v.drift.mean_norm)})", f"{gt[0]}: {gt[1]}" if gt else NOT_MEASURED,
                     f"{num(latency, 3)} ({v.benchmark.fastest})" if latency is not None and v.benchmark else NOT_MEASURED,
@@ -40,7 +50,7 @@ def render_index(records: Sequence[ModelRecord]) -> str:
                 ]
             )
     header = [
-        "Model", "Variant", "Format", "Scheme", "Resolution", "Weights Flash (KiB)", "Activation RAM (KiB)", "MACC (M)",
+        "Model", "Variant", "Format", "Scheme", "Recipe (validation drift px)", "Resolution", "Weights Flash (KiB)", "Activation RAM (KiB)", "MACC (M)",
         "Mean drift px (% of input)", "Ground truth int8 (Δ vs float)", "Host latency median ms (runtime)", "Recommended for",
     ]
     return (

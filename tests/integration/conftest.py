@@ -26,11 +26,17 @@ def run(cmd: list[str], cwd: Path) -> str:
 
 
 def make_project(
-    root: Path, models: Mapping[str, Any], datasets: list[str] | None = None, recipes: Mapping[str, Any] | None = None, formats: list[str] | None = None
+    root: Path,
+    models: Mapping[str, Any],
+    datasets: list[str] | None = None,
+    recipes: Mapping[str, Any] | None = None,
+    formats: list[str] | None = None,
+    search: Mapping[str, Any] | None = None,
 ) -> Path:
     """A git + DVC project at ``root`` using this checkout's code, dvc.yaml and declarations,
     with ``params.yaml``'s models replaced by ``models`` (and accuracy datasets, quantization
-    recipes and int8 formats, if given)."""
+    recipes and int8 formats, if given); the recipe search is ``search`` (default none: each
+    scheme's recipe)."""
     for name in ("pipeline", "stages", "evaluation"):
         (root / name).symlink_to(REPO / name)
     shutil.copy(REPO / "dvc.yaml", root / "dvc.yaml")
@@ -41,6 +47,11 @@ def make_project(
     if datasets is not None:
         params["accuracy"]["datasets"] = datasets
     params["quantize"]["recipes"].update(recipes or {})
+    # The repository's candidates would add minutes to every project (bias correction per
+    # candidate); the search itself is tested in tests/unit/test_recipe_search.py.
+    params["quantize"].pop("search", None)
+    if search is not None:
+        params["quantize"]["search"] = dict(search)
     if formats is not None:
         params["quantize"]["formats"] = formats
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

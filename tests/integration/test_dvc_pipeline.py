@@ -36,7 +36,10 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     datasets = params["accuracy"]["datasets"]
     if SHARED.is_dir():  # real hands with ground truth, when the development data is beside the project
         datasets = [*datasets, "shared_freihand"]
-    root = make_project(tmp_path_factory.mktemp("project"), {MODEL: params["models"][MODEL]}, datasets)
+    # The per-channel scheme searches two candidates under DVC (its validation manifest wired by
+    # dvc.yaml); per-tensor keeps its recipe (bias correction), as without a search.
+    search = {"stop_norm": 0.0, "candidates": {"per_channel": [{}, {"calibration": "percentile"}]}}
+    root = make_project(tmp_path_factory.mktemp("project"), {MODEL: params["models"][MODEL]}, datasets, search=search)
     run([DVC, "repro"], root)
     return root
 
@@ -50,7 +53,9 @@ def _tree_hashes(root: Path, *folders: str) -> dict[str, str]:
 
 def test_repro_makes_six_verified_variants(project: Path) -> None:
     names = set(_int8_hashes(project))
-    assert names == {f"{MODEL}_224_int8_{g}.{f}" for g in ("pc", "pt_bc") for f in ("tflite", "onnx", "xml", "bin")}
+    pt = {f"{MODEL}_224_int8_pt_bc.{f}" for f in ("tflite", "onnx", "xml", "bin")}
+    # per-channel: the searched recipe's four files (the name says a non-MinMax calibration)
+    assert pt <= names and len(names - pt) == 4 and all(n.startswith(f"{MODEL}_224_int8_pc") for n in names - pt)
     report = json.loads((project / "metrics" / "convert" / f"{MODEL}.json").read_text())
     assert report["onnx"]["max_abs_diff"] < 0.05 and report["saved_model"]["max_abs_diff"] < 0.05
     manifest = json.loads((project / "calibration" / "default" / "manifest.json").read_text())
@@ -87,6 +92,19 @@ def test_metrics_show_lists_every_variant_with_drift(project: Path) -> None:
             assert hand["delta"]["pck_0.2"] == pytest.approx(hand["int8"]["pck_0.2"] - hand["float"]["pck_0.2"])
 
 
+def test_the_per_channel_recipe_is_searched_on_the_validation_rois(project: Path) -> None:
+    report = json.loads((project / "metrics" / "optimize" / f"{MODEL}-per_channel.json").read_text())
+    rows = report["search"]["candidates"]
+    assert report["recipe_source"] == "search" and [r["status"] for r in rows] == ["scored", "scored"]
+    assert report["search"]["validation"]["manifest"] == "validation.json" and all(r["validation_samples"] == 40 for r in rows)
+    chosen = next(r for r in rows if r.get("chosen"))
+    assert chosen["validation_mean_px"] == min(r["validation_mean_px"] for r in rows)
+    (sidecar,) = (project / "build" / "int8").glob("*per_channel-tflite/*.quant.json")
+    made = json.loads(sidecar.read_text())
+    assert made["recipe_source"] == "search" and made["recipe"] == chosen["recipe"]
+    assert json.loads((project / "metrics" / "optimize" / f"{MODEL}-per_tensor.json").read_text())["recipe_source"] == "scheme"
+
+
 def test_per_tensor_is_bias_corrected_and_recommended_for_the_mp2(project: Path) -> None:
     made = json.loads(next((project / "build" / "int8").glob(f"*per_tensor-onnx/{MODEL}_224_int8_pt_bc.quant.json")).read_text())
     assert made["bias_correction"] and made["granularity"] == "per_tensor"
@@ -116,7 +134,7 @@ def test_onnx_runner_is_run_to_run_identical_and_agrees_with_tflite(project: Pat
     from pipeline.convert.runners import runner_for
     from pipeline.registry import load_model
 
-    (model,) = (project / "build" / "int8").glob(f"*per_channel-onnx/{MODEL}_224_int8_pc.onnx")
+    (model,) = (project / "build" / "int8").glob(f"*per_channel-onnx/{MODEL}_224_int8_pc*.onnx")
     run = runner_for(model)
     for _, x in iter_inputs(project / "calibration" / "default" / "holdout.json", load_model(MODEL).input):
         for a, b in zip(run(x), run(x)):

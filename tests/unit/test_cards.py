@@ -72,6 +72,8 @@ def _variant_doc(model_file: str, scheme: str, mean_px: float, with_gt: bool) ->
     quant = {
         "activation_bits": 8, "bias_correction": scheme == "per_tensor", "calibration": "minmax", "equalize": False,
         "float_layers": 0, "float_nodes": [], "granularity": scheme, "scheme": scheme,
+        "recipe": {"weights": scheme, **({"bias_correction": True, "equalize": True, "clip_headroom": 1.5} if scheme == "per_tensor" else {})},
+        "recipe_source": "search" if scheme == "per_tensor" else "scheme",
     }
     accuracy = {}
     if with_gt:
@@ -240,6 +242,11 @@ def test_card_tables_hold_the_metrics_and_say_not_measured(tmp_path: Path) -> No
     # The index has one row per variant with a link to the card.
     index = render_index(collect(tmp_path / "params.yaml", tmp_path / "metrics", int8))
     assert index.count(f"[{MODEL}]({MODEL}/README.md)") == len(drift)
+    # ... and says each variant's recipe, where it came from and the searched validation figure.
+    row = _row(index, f"[{MODEL}]", "# posezoo model zoo")
+    assert row[4] == "scheme default; scheme"
+    pt_row = next(line for line in index.splitlines() if "_pt_bc.onnx" in line)
+    assert "bias_correction=True, clip_headroom=1.5, equalize=True; search (1.56)" in pt_row
 
 
 def test_renders_are_byte_identical(tmp_path: Path) -> None:
