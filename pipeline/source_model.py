@@ -12,7 +12,7 @@ from pathlib import Path
 from pipeline.errors import PosezooError
 from pipeline.registry import ModelSpec
 
-EXTENSIONS = {"tflite": ".tflite", "tflite-int8": ".tflite", "onnx": ".onnx", "openvino-ir": ".xml", "pytorch": ".pt"}
+EXTENSIONS = {"tflite": ".tflite", "tflite-int8": ".tflite", "onnx": ".onnx", "onnx-qdq": ".onnx", "openvino-ir": ".xml", "pytorch": ".pt", "keras": ".keras"}
 
 
 def extension(fmt: str) -> str:
@@ -51,7 +51,9 @@ def single_model(path: Path) -> Path:
 
 
 #: Source formats that are float models a runner executes directly (an OpenVINO IR runs on
-#: OpenVINO's CPU plugin at f32 precision), so they are their own float reference.
+#: OpenVINO's CPU plugin at f32 precision), so they are their own float reference. A Keras source
+#: is not listed: its float reference is the ONNX `convert` verified against it, so evaluation
+#: and the host benchmark never load Keras (the benchmark has no Keras runtime).
 FLOAT_FORMATS = ("tflite", "openvino-ir")
 
 
@@ -59,7 +61,8 @@ def reference_model(spec: ModelSpec, source_dir: Path, float_dir: Path | None) -
     """The float model int8 variants are judged against.
 
     For a float source that is the source file itself; for a published int8 source
-    (requantization) it is the dequantized float ONNX ``posezoo convert`` verified against it.
+    (requantization) it is the dequantized float ONNX ``posezoo convert`` verified against it, and
+    for a Keras source the float ONNX converted from it and verified against it.
     """
     fmt = spec.source["format"]
     if fmt in FLOAT_FORMATS:

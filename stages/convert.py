@@ -1,9 +1,10 @@
 """Convert a source model to float ONNX and a float SavedModel, verifying each on real images.
 
-A published int8 TFLite source is dequantized first (the requantization path): its float ONNX is
-judged against the int8 original, then the usual exports run on it. An OpenVINO IR (OMZ's
-``.xml`` + ``.bin``) is its own float reference: the ONNX and the SavedModel are judged against the
-IR run by OpenVINO's CPU plugin at f32 precision, like a float TFLite.
+A published int8 TFLite or QDQ ONNX source is dequantized first (the requantization path): its
+float ONNX is judged against the int8 original, then the usual exports run on it. An OpenVINO IR
+(OMZ's ``.xml`` + ``.bin``) is its own float reference: the ONNX and the SavedModel are judged
+against the IR run by OpenVINO's CPU plugin at f32 precision, like a float TFLite. A Keras
+``.keras`` file is converted with tf2onnx and is likewise the reference of both.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ from typing import Any
 
 from pipeline.atomic import atomic_path, write_json
 from pipeline.convert.dequantize import dequantize_tflite_to_onnx, verify_dequantized
+from pipeline.convert.dequantize_qdq import dequantize_qdq_onnx
+from pipeline.convert.keras_to_onnx import keras_to_onnx
 from pipeline.convert.onnx_to_savedmodel import onnx_to_savedmodel
 from pipeline.convert.openvino_to_onnx import openvino_to_onnx
 from pipeline.convert.reshape import input_size, reshape_input
@@ -24,10 +27,12 @@ from pipeline.errors import PosezooError
 from pipeline.params import get, load_params, model_for
 from pipeline.source_model import model_file
 
-HELP = "convert a source model (float or published int8 TFLite, OpenVINO IR) to float ONNX + SavedModel and verify both"
-#: Source formats with a float converter: float TFLite, int8 TFLite (dequantized: requantization)
-#: and OpenVINO IR (FP32 or FP16 weights).
-CONVERTIBLE = ("tflite", "tflite-int8", "openvino-ir")
+HELP = "convert a source model (float or published int8 TFLite, QDQ int8 ONNX, OpenVINO IR, Keras) to float ONNX + SavedModel and verify both"
+#: Source formats with a float converter: float TFLite, int8 TFLite and QDQ int8 ONNX (dequantized:
+#: requantization), OpenVINO IR (FP32 or FP16 weights) and Keras (.keras, Keras 2 or 3).
+CONVERTIBLE = ("tflite", "tflite-int8", "onnx-qdq", "openvino-ir", "keras")
+#: Published int8 formats, dequantized to the float model by these functions.
+DEQUANTIZERS = {"tflite-int8": dequantize_tflite_to_onnx, "onnx-qdq": dequantize_qdq_onnx}
 log = logging.getLogger("posezoo.convert")
 
 
@@ -67,10 +72,10 @@ def run(args: argparse.Namespace) -> None:
     fmt = spec.source["format"]
     if fmt == "pytorch":
         # No Ultralytics export here: a CPU torch has no matching CPU torchvision build on PyPI.
-        int8 = [s["id"] for s in spec.raw["sources"] if s["format"] == "tflite-int8" and resolution in spec.source_resolutions(s)]
+        int8 = [s["id"] for s in spec.raw["sources"] if s["format"] in DEQUANTIZERS and resolution in spec.source_resolutions(s)]
         raise PosezooError(
             f"{spec.path}: source '{spec.source['id']}' is a PyTorch checkpoint and the PyTorch export path is not available here; "
-            f"use a published int8 source instead (models.{args.model}.source: {' or '.join(int8) if int8 else '<a tflite-int8 source of the entry>'} in params.yaml)"
+            f"use a published int8 source instead (models.{args.model}.source: {' or '.join(int8) if int8 else '<a tflite-int8 or onnx-qdq source of the entry>'} in params.yaml)"
         )
     if fmt not in CONVERTIBLE:
         raise PosezooError(
@@ -95,12 +100,17 @@ def run(args: argparse.Namespace) -> None:
             _resize(onnx_path, resolution, report)
             report["onnx"] = _summary(compare_models(source, onnx_path, args.manifest, spec.input, atol, rtol, samples, overrides), spec.keypoint_output)
             float_reference = source
+        elif fmt == "keras":
+            report["keras"] = keras_to_onnx(source, onnx_path, opset)
+            _resize(onnx_path, resolution, report)
+            report["onnx"] = _summary(compare_models(source, onnx_path, args.manifest, spec.input, atol, rtol, samples, overrides), spec.keypoint_output)
+            float_reference = source
         else:
-            # A published int8 file: dequantize, judge the float model against the int8 original
-            # in output quantization steps (they differ by the int8 activation error), then judge
-            # the SavedModel against the float ONNX like any conversion.
+            # A published int8 file (TFLite or QDQ ONNX): dequantize, judge the float model against
+            # the int8 original in output quantization steps (they differ by the int8 activation
+            # error), then judge the SavedModel against the float ONNX like any conversion.
             mean_steps = float(model_params.get("dequantized_mean_steps", get(params, "convert.dequantized_mean_steps", args.params)))
-            info = dequantize_tflite_to_onnx(source, onnx_path, opset)
+            info = DEQUANTIZERS[fmt](source, onnx_path, opset)
             report["dequantized"] = verify_dequantized(source, onnx_path, args.manifest, spec.input, info, mean_steps, samples)
             float_reference = onnx_path
         onnx_to_savedmodel(onnx_path, tmp / "saved_model", args.manifest)

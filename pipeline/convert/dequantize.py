@@ -196,8 +196,12 @@ def _drop_unused_initializers(model: onnx.ModelProto) -> None:
         model.graph.initializer.remove(init)
 
 
-def _check_dequantized(model: onnx.ModelProto, src: Path) -> None:
-    """Fail if any quantized op, cast or tensor survived: the float model must be float end to end."""
+def _check_dequantized(model: onnx.ModelProto, src: Path, by: str = "tf2onnx") -> None:
+    """Fail if any quantized op, cast or tensor survived: the float model must be float end to end.
+
+    ``by`` names what dequantized the model in the error (tf2onnx here; the QDQ folding of
+    :mod:`pipeline.convert.dequantize_qdq`).
+    """
     from onnx import TensorProto, helper
 
     graph = model.graph
@@ -207,7 +211,7 @@ def _check_dequantized(model: onnx.ModelProto, src: Path) -> None:
     left += [f"{TensorProto.DataType.Name(v.data_type)} initializer" for v in graph.initializer if v.data_type in quantized]
     left += [f"{TensorProto.DataType.Name(v.type.tensor_type.elem_type)} {v.name}" for v in [*graph.input, *graph.output] if v.type.tensor_type.elem_type in quantized]
     if left:
-        raise PosezooError(f"{src}: the dequantized ONNX still holds quantized parts ({'; '.join(sorted(set(left)))}); tf2onnx could not dequantize the model")
+        raise PosezooError(f"{src}: the dequantized ONNX still holds quantized parts ({'; '.join(sorted(set(left)))}); {by} could not dequantize the model")
 
 
 def dequantize_tflite_to_onnx(src: Path, dest: Path, opset: int) -> DequantizeInfo:

@@ -157,6 +157,30 @@ def onnx_runner(path: Path) -> Runner:
     return run
 
 
+def keras_runner(path: Path) -> Runner:
+    """Runner for a Keras ``.keras`` file (a float source), outputs in the model's output order.
+
+    The model is loaded by the Keras version that wrote it (see
+    :func:`pipeline.convert.keras_to_onnx.load_keras`) and called in inference mode.
+    """
+    from pipeline.convert.keras_to_onnx import load_keras
+
+    model = load_keras(path)
+
+    def run(x: np.ndarray) -> list[np.ndarray]:
+        try:
+            outputs = model(x, training=False)
+        except (ValueError, TypeError) as err:  # Keras raises these for an input it cannot take
+            raise PosezooError(f"{path}: the Keras model cannot run on a {x.shape} input ({str(err).strip().splitlines()[0]}); pick its native resolution") from err
+        if isinstance(outputs, dict):
+            outputs = [outputs[name] for name in model.output_names]
+        elif not isinstance(outputs, (list, tuple)):
+            outputs = [outputs]
+        return [np.asarray(y, dtype=np.float32) for y in outputs]
+
+    return run
+
+
 def savedmodel_runner(path: Path) -> Runner:
     """Runner for a SavedModel's ``serving_default`` signature."""
     import tensorflow as tf
@@ -267,4 +291,6 @@ def runner_for(path: Path, source_order: bool = False) -> Runner:
         return tflite_runner(path, source_order)
     if path.suffix == ".xml":
         return openvino_runner(path)
-    raise PosezooError(f"{path}: no runner for this file type; pass a .tflite, .onnx, OpenVINO .xml or SavedModel directory")
+    if path.suffix == ".keras":
+        return keras_runner(path)
+    raise PosezooError(f"{path}: no runner for this file type; pass a .tflite, .onnx, OpenVINO .xml, Keras .keras or SavedModel directory")

@@ -19,6 +19,7 @@ from pipeline.fetch.checksum import sha256_file
 from pipeline.fetch.context import Context
 from pipeline.fetch.download import Transfer
 from pipeline.fetch.local import fetch_local
+from pipeline.fetch.mirror import Mirror, mirror_dirs
 from pipeline.fetch.pypi import fetch_sdist, fetch_wheel
 from pipeline.fetch.url import fetch_url
 
@@ -40,7 +41,8 @@ def fetch(source: Mapping[str, Any], *, cache_dir: Path | None = None, base_dir:
     ``cache_dir`` defaults to :func:`cache_root`, ``base_dir`` (for relative ``kind: local``
     paths) to the current directory. Downloads are retried ``retries`` times, waiting
     ``backoff_s`` * 2**n in between, with ``timeout_s`` on every socket operation. Every failure
-    is a one-line :class:`PosezooError`.
+    is a one-line :class:`PosezooError`. ``$POSEZOO_MIRROR`` directories are searched before the
+    network (:mod:`pipeline.fetch.mirror`).
     """
     kind = source.get("kind")
     handler = _KINDS.get(kind) if isinstance(kind, str) else None
@@ -50,7 +52,7 @@ def fetch(source: Mapping[str, Any], *, cache_dir: Path | None = None, base_dir:
             f"{', '.join(_KINDS)}"
         )
     context = Context(
-        cache=Cache(Path(cache_dir) if cache_dir is not None else cache_root()),
+        cache=Cache(Path(cache_dir) if cache_dir is not None else cache_root(), Mirror(mirror_dirs())),
         transfer=Transfer(retries=retries, backoff_s=backoff_s, timeout_s=timeout_s),
         base_dir=Path(base_dir) if base_dir is not None else Path.cwd(),
         index_url=os.environ.get("POSEZOO_PIP_INDEX_URL") or None,

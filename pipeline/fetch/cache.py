@@ -10,6 +10,9 @@ Layout under :func:`cache_root`::
     tmp/                         extraction scratch space (same filesystem, so moves are atomic)
     recorded-sha256.json         digests of unpinned sources, recorded at first download
 
+On a miss, the offline mirror (:mod:`pipeline.fetch.mirror`, ``$POSEZOO_MIRROR``) is searched
+before anything is downloaded; a file taken from it is verified like a download.
+
 Nothing is ever written to a final path directly: files are completed beside it and moved
 into place with :func:`os.replace`.
 """
@@ -22,14 +25,16 @@ import hashlib
 import json
 import logging
 import os
+import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
 from pipeline.atomic import write_json
 from pipeline.errors import PosezooError
 from pipeline.fetch.checksum import Expectation, RecordKey, check, is_sha256
+from pipeline.fetch.mirror import MIRROR_PROBLEM, Mirror
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +62,10 @@ def cache_root() -> Path:
 
 @dataclass(frozen=True)
 class Cache:
-    """One cache directory; see the module docstring for its layout."""
+    """One cache directory (and the offline mirror searched on a miss); see the module docstring."""
 
     root: Path
+    mirror: Mirror = field(default_factory=lambda: Mirror(()), compare=False)
 
     @property
     def records_path(self) -> Path:
@@ -180,13 +186,22 @@ class Cache:
         log.info("stored %s", final)
         return final
 
+    def from_mirror(self, found: Path, expected: Expectation, name: str) -> Path:
+        """Copy the mirror file ``found`` into the cache, verified against ``expected``."""
+        log.info("using the mirror copy %s", found)
+        with self.scratch_dir() as tmp:
+            copy = tmp / name
+            shutil.copyfile(found, copy)
+            return self.admit(copy, expected, name, label=str(found), problem=MIRROR_PROBLEM)
+
     def obtain(self, key: str, name: str, expected: Expectation | None, *, label: str,
                produce: Callable[[Path], None]) -> Path:
         """A cached file that ``produce(part_path)`` creates on a miss (a download, a pip run...).
 
         With an expectation the file is verified and content-addressed. With None it is cached
         under ``key`` unverified: that is for archives whose member carries the real pin, so a
-        repackaged archive with an unchanged member is still accepted.
+        repackaged archive with an unchanged member is still accepted. A mirror copy (by content
+        or by ``name``) replaces ``produce``.
         """
         final = self.keyed_path(key, name)
         with self._locked(final):
@@ -197,7 +212,14 @@ class Cache:
             elif hit := self.cached(expected, name):
                 return hit
             part = final.with_name(name + ".part")
-            produce(part)
+            found = self.mirror.find(name, expected)
+            if found is not None and expected is not None:
+                return self.from_mirror(found, expected, name)
+            if found is not None:
+                log.info("using the mirror copy %s (archive not pinned; its member is verified)", found)
+                shutil.copyfile(found, part)
+            else:
+                produce(part)
             if expected is None:
                 os.replace(part, final)
                 return final

@@ -29,8 +29,8 @@ _USER_AGENT = f"posezoo/{__version__} (+urllib)"
 _TRANSIENT_HTTP = frozenset({408, 425, 429})
 #: Offered whenever the host cannot be reached: the sandboxes this runs in often lack internet.
 _OFFLINE_HINT = (
-    "download the file elsewhere, place it on disk and use `kind: local` with its `path` and "
-    "`sha256` in the registry"
+    "download the file elsewhere and put it in a directory named by POSEZOO_MIRROR (README, "
+    "\"Offline use\")"
 )
 
 

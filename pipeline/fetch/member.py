@@ -25,11 +25,16 @@ def fetch_member(cache: Cache, member: str, expected: Expectation, *,
                  archive: Callable[[], Path], archive_label: str) -> Path:
     """The cached, verified ``member``; on a miss get the archive via ``archive()`` and extract.
 
-    The member is looked up first so that a cache hit needs neither the archive nor the network.
+    The member is looked up first (in the cache, then by content in the offline mirror) so that a
+    hit needs neither the archive nor the network.
     """
     name = PurePosixPath(member).name
     if hit := cache.cached(expected, name):
         return hit
+    # a mirror may hold the member itself; by content only (member names such as 4.tflite are
+    # too generic to trust by name)
+    if expected.sha256 and (found := cache.mirror.find(name, expected, by_name=False)) is not None:
+        return cache.from_mirror(found, expected, name)
     archive_path = archive()
     with cache.scratch_dir() as tmp:
         extracted = extract_member(archive_path, member, tmp / name, label=archive_label)

@@ -112,7 +112,7 @@ def test_http_404_is_not_retried(server: FileServer, cache: Path) -> None:
     source = {"kind": "url", "url": server.url("/missing.onnx"), "sha256": "1" * 64}
     with pytest.raises(PosezooError) as excinfo:
         fetch_fast(source, cache)
-    one_line_error(excinfo, source["url"], "HTTP 404", "kind: local")
+    one_line_error(excinfo, source["url"], "HTTP 404", "POSEZOO_MIRROR")
     assert len(server.requests) == 1
 
 
@@ -124,7 +124,7 @@ def test_connection_refused(cache: Path) -> None:
     with pytest.raises(PosezooError) as excinfo:
         fetch_fast({"kind": "url", "url": url, "sha256": "1" * 64}, cache)
     message = one_line_error(excinfo, url, "failed after 3 attempts", "may not reach the host",
-                             "kind: local")
+                             "POSEZOO_MIRROR")
     assert "refused" in message.lower()
 
 
@@ -221,4 +221,4 @@ def test_dns_failure(cache: Path) -> None:
     with pytest.raises(PosezooError) as excinfo:
         fetch({"kind": "url", "url": url, "sha256": "1" * 64}, cache_dir=cache, retries=0)
     one_line_error(excinfo, url, "failed after 1 attempt (", "may not reach the host",
-                   "kind: local")
+                   "POSEZOO_MIRROR")

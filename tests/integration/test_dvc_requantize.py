@@ -4,7 +4,8 @@ A scratch project runs this checkout's dvc.yaml with two models whose source is 
 file (``models.<name>.source``): ST's YOLOv8n-pose 256 per-channel and TF Hub's MoveNet
 Lightning int8. Each is dequantized and verified against the int8 original, exported as 4 int8
 variants, and scored on the COCO people of the development data (pycocotools AP for YOLOv8n, mean
-OKS for MoveNet), float and int8. Needs ``../shared`` (skips without it) and PyPI (photo wheels).
+OKS for MoveNet), float and int8. Needs ``../shared`` (skips without it; its reference folder is
+the ``POSEZOO_MIRROR`` the upstream URLs are served from) and PyPI (photo wheels).
 """
 
 from __future__ import annotations
@@ -33,13 +34,17 @@ if not (SHARED / "models" / "reference").is_dir():
 @pytest.fixture(scope="module")
 def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("requantize")
-    # The registry names the int8 files as ../shared/... relative to the project root.
+    # evaluation/datasets.yaml names the COCO development people as ../../shared/... from its folder.
     (root.parent / "shared").symlink_to(SHARED.resolve(), target_is_directory=True)
     # Plain MinMax per-tensor: this test is about the requantization path, not the recipes (whose
     # bias correction would add minutes on YOLOv8n).
     # TFLite and ONNX only: the NNCF IR path is covered on hand_landmark_lite (test_dvc_pipeline.py).
     make_project(root, MODELS, ["shared_coco"], {"per_tensor": {"weights": "per_tensor"}}, formats=["tflite", "onnx"])
-    run([DVC, "repro"], root)
+    # The registry names the int8 files by their upstream URLs (GitHub, Kaggle), unreachable here:
+    # they come from the offline mirror, found by their pinned sha256.
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("POSEZOO_MIRROR", str(SHARED / "models" / "reference"))
+        run([DVC, "repro"], root)
     return root
 
 
