@@ -285,6 +285,8 @@ def _activation_scales(graph: Graph, pairs: list[Pair], inputs: list[np.ndarray]
     target ``T`` (the largest admissible peak), ``S_i = m_i / T`` brings it to ``T``; behind a clip
     ``S_i`` is also held above the bound that keeps the pair exact on the calibration images.
     """
+    if not pairs:  # e.g. SiLU models: nothing to scale, and no tensor to measure
+        return []
     names = [graph.nodes[p.first].output[0] for p in pairs]
     peaks: dict[str, np.ndarray] = {}
     for values in run_outputs(graph.commit(), graph.input_name, names, inputs):

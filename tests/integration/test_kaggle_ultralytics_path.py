@@ -95,6 +95,7 @@ def _registry_copy(tmp_path: Path, name: str, source_id: str, **changes: object)
 def _project(tmp_path: Path, models: dict[str, Any]) -> tuple[Path, dict[str, str]]:
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params["models"] = models
+    params["quantize"]["search"]["candidates"] = {}  # each scheme's own recipe: this tests the fetch / convert path
     project = tmp_path / "project"
     project.mkdir()
     (project / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -254,3 +254,18 @@ def test_activation_equalization_brings_every_free_channel_to_the_same_peak(tmp_
     np.testing.assert_allclose(initializer(eqa, "b_w")[:, 1:, 0, 0], initializer(src, "b_w")[:, 1:, 0, 0] * scale, rtol=1e-5)
     weights_eq = equalize_onnx(src, tmp_path / "eq.onnx", manifest, SPEC, atol=1e-5, rtol=1e-5, clip_headroom=1.5, absorb_bias=False)
     assert weights_eq["by"] == "weights" and not np.allclose(peaks(tmp_path / "eq.onnx")[1:], 6.0 / 1.5, rtol=1e-3)
+
+
+def test_activation_equalization_of_a_model_without_pairs_changes_nothing(tmp_path: Path, manifest: Path) -> None:
+    """A model whose convs are joined by non-homogeneous activations (YOLO's SiLU: Sigmoid · x) has no pair to scale."""
+    rng = np.random.default_rng(3)
+    inits: list[onnx.TensorProto] = []
+    nodes = [
+        conv("a", "x", rng.normal(size=(4, 3, 1, 1)), np.zeros(4), inits),
+        helper.make_node("Sigmoid", ["a"], ["s"], name="s"),
+        conv("b", "s", rng.normal(size=(2, 4, 1, 1)), None, inits),
+    ]
+    src = save(tmp_path / "src.onnx", nodes, inits, ["b"])
+    report = equalize_onnx(src, tmp_path / "eqa.onnx", manifest, SPEC, atol=1e-6, rtol=1e-6, clip_headroom=1.5, by="activations")
+    assert report["pairs_equalized"] == 0 and report["skipped"] == {"unsupported_op:Sigmoid": 1, "graph_output": 1}
+    np.testing.assert_array_equal(initializer(tmp_path / "eqa.onnx", "a_w"), initializer(src, "a_w"))
