@@ -183,7 +183,7 @@ def _search(record: ModelRecord) -> str:
             for c in s.get("candidates", [])
         ]
         parts.append(
-            f"`{scheme}`: {len(rows)} candidates scored by ONNX drift against float on `{val.get('manifest', NOT_MEASURED)}` "
+            f"`{scheme}`: {len(rows)} candidates, {sum(c.get('status') == 'scored' for c in s.get('candidates', []))} scored by ONNX drift against float on `{val.get('manifest', NOT_MEASURED)}` "
             f"({val.get('distinct_subjects', NOT_MEASURED)} subjects, never calibrated on or evaluated); search {num(s.get('seconds'))} s, "
             f"stops below {s.get('stop_norm', NOT_MEASURED)} of the input size.\n\n"
             + table(["Candidate", "Recipe", "Status", "Validation drift mean (px)", "p95 (px)", "Time (s)", "Note"], rows)
