@@ -23,8 +23,6 @@ fold, and canonical names (byte-reproducible).
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import logging
 import re
@@ -32,9 +30,7 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pipeline.atomic import atomic_path
-from pipeline.convert.canonical import canonicalize
-from pipeline.convert.tflite_to_onnx import _check_converted, _unsupported_ops, fold_split_transposes
+from pipeline.convert.tflite_to_onnx import tf2onnx_conversion
 from pipeline.errors import PosezooError
 
 log = logging.getLogger(__name__)
@@ -98,33 +94,14 @@ def keras_to_onnx(src: Path, dest: Path, opset: int) -> dict[str, Any]:
     Returns what the convert report records: the Keras version that wrote the file and the input
     shape converted. Unsupported TensorFlow ops are named in the error.
     """
-    import onnx
-    import tensorflow as tf
     from tf2onnx.convert import from_keras
 
     src = Path(src)
     version = keras_version(src)
     model = load_keras(src)
     spec = _input_signature(model, src)
-    captured = io.StringIO()
-    handler = logging.StreamHandler(captured)
-    tf2onnx_log = logging.getLogger("tf2onnx")
-    tf2onnx_log.addHandler(handler)
-    try:
-        with atomic_path(dest) as tmp, contextlib.redirect_stdout(io.StringIO()), tf.device("/cpu:0"):
-            proto, _ = from_keras(model, input_signature=[spec], opset=opset, inputs_as_nchw=[spec.name])
-            _check_converted(captured.getvalue(), src)
-            log.debug("%s: folded %d Transpose/Split/Transpose patterns", src.name, fold_split_transposes(proto))
-            proto = canonicalize(proto)
-            onnx.checker.check_model(proto)
-            onnx.save(proto, str(tmp))
-    except PosezooError:
-        raise
-    except Exception as err:  # tf2onnx raises bare exceptions for unsupported graphs
-        ops = _unsupported_ops(captured.getvalue())
-        detail = "; ".join(ops) if ops else f"{type(err).__name__}: {_first_line(err)}"
-        raise PosezooError(f"{src}: tf2onnx cannot convert it ({detail}); the model uses ops tf2onnx (opset {opset}) does not support") from err
-    finally:
-        tf2onnx_log.removeHandler(handler)
+    with tf2onnx_conversion(src, dest, opset) as write:
+        proto, _ = from_keras(model, input_signature=[spec], opset=opset, inputs_as_nchw=[spec.name])
+        write(proto)
     log.info("converted %s (Keras %s) -> %s (opset %d)", src.name, version, dest, opset)
     return {"keras_version": version, "input_shape": [int(d) for d in spec.shape]}

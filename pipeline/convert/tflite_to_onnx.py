@@ -19,7 +19,7 @@ import contextlib
 import io
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator
 
 import numpy as np
 
@@ -153,6 +153,45 @@ def fold_split_transposes(model: onnx.ModelProto) -> int:
     return folded
 
 
+@contextlib.contextmanager
+def tf2onnx_conversion(src: Path, dest: Path, opset: int) -> Iterator[Callable[..., None]]:
+    """The frame of every tf2onnx conversion here (TFLite, Keras): yields ``write``, into ``dest`` (atomic).
+
+    The body converts on the CPU with tf2onnx's stdout silenced and its log captured, and
+    passes the ModelProto to ``write(proto, rewrite=None)``, which checks the log for unconverted
+    ops, folds Transpose/Split/Transpose patterns, applies ``rewrite``, renames canonically, runs
+    the ONNX checker and saves. Any failure of tf2onnx becomes one line naming the unsupported ops.
+    """
+    import onnx
+    import tensorflow as tf
+
+    captured = io.StringIO()
+    handler = logging.StreamHandler(captured)
+    tf2onnx_log = logging.getLogger("tf2onnx")
+    tf2onnx_log.addHandler(handler)
+    try:
+        with atomic_path(dest) as tmp, contextlib.redirect_stdout(io.StringIO()), tf.device("/cpu:0"):
+
+            def write(model: onnx.ModelProto, rewrite: Callable[[onnx.ModelProto], None] | None = None) -> None:
+                _check_converted(captured.getvalue(), src)
+                log.debug("%s: folded %d Transpose/Split/Transpose patterns", src.name, fold_split_transposes(model))
+                if rewrite is not None:
+                    rewrite(model)
+                model = canonicalize(model)
+                onnx.checker.check_model(model)
+                onnx.save(model, str(tmp))
+
+            yield write
+    except PosezooError:
+        raise
+    except Exception as err:  # tf2onnx raises bare exceptions for unsupported graphs
+        ops = _unsupported_ops(captured.getvalue())
+        detail = "; ".join(ops) if ops else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        raise PosezooError(f"{src}: tf2onnx cannot convert it ({detail}); the model uses ops tf2onnx (opset {opset}) does not support") from err
+    finally:
+        tf2onnx_log.removeHandler(handler)
+
+
 def convert_tflite(
     src: Path,
     dest: Path,
@@ -170,44 +209,23 @@ def convert_tflite(
     ``rewrite`` edits the raw tf2onnx graph (before renaming) in place. Unsupported TFLite ops are
     named in the error.
     """
-    import onnx
-    import tensorflow as tf
     from tf2onnx.convert import _convert_common
 
     src = Path(src)
     input_names = check_tflite(src)
-    captured = io.StringIO()
-    handler = logging.StreamHandler(captured)
-    tf2onnx_log = logging.getLogger("tf2onnx")
-    tf2onnx_log.addHandler(handler)
-    try:
-        with atomic_path(dest) as tmp, contextlib.redirect_stdout(io.StringIO()), tf.device("/cpu:0"):
-            model, _ = _convert_common(
-                None,
-                tflite_path=str(src),
-                name=src.stem,
-                continue_on_error=True,
-                opset=opset,
-                inputs_as_nchw=input_names,
-                tensors_to_rename=None,
-                initialized_tables=None,
-                dequantize=dequantize,
-            )
-            _check_converted(captured.getvalue(), src)
-            log.debug("%s: folded %d Transpose/Split/Transpose patterns", src.name, fold_split_transposes(model))
-            if rewrite is not None:
-                rewrite(model)
-            model = canonicalize(model)
-            onnx.checker.check_model(model)
-            onnx.save(model, str(tmp))
-    except PosezooError:
-        raise
-    except Exception as err:  # tf2onnx raises bare exceptions for unsupported graphs
-        ops = _unsupported_ops(captured.getvalue())
-        detail = "; ".join(ops) if ops else f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-        raise PosezooError(f"{src}: tf2onnx cannot convert it ({detail}); the model uses ops tf2onnx (opset {opset}) does not support") from err
-    finally:
-        tf2onnx_log.removeHandler(handler)
+    with tf2onnx_conversion(src, dest, opset) as write:
+        model, _ = _convert_common(
+            None,
+            tflite_path=str(src),
+            name=src.stem,
+            continue_on_error=True,
+            opset=opset,
+            inputs_as_nchw=input_names,
+            tensors_to_rename=None,
+            initialized_tables=None,
+            dequantize=dequantize,
+        )
+        write(model, rewrite)
     log.info("converted %s -> %s (opset %d%s)", src.name, dest, opset, ", dequantized" if dequantize else "")
 
 
