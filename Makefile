@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: repro test benchmark publish clean
+.PHONY: repro test benchmark publish fanout clean
 
 $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ repro: $(STAMP)
 
 publish: $(STAMP)
 	$(BIN)/posezoo publish
+
+# The pipeline on a Ray cluster (README, "Running on a cluster"): make fanout ADDRESS=head:6379
+fanout: $(STAMP)
+	$(BIN)/posezoo fanout $(if $(ADDRESS),--address $(ADDRESS))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

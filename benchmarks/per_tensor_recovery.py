@@ -60,7 +60,7 @@ SUBJECTS["hand_landmark_lite"] = HANDS
 def methods(params: dict[str, Any], model: str) -> list[tuple[str, Recipe]]:
     """(name, recipe): the raw MinMax baselines, then every candidate of every scheme of ``params``."""
     schemes = list(params["quantize"]["schemes"])
-    found = [(f"raw MinMax {w}", parse_recipe({"weights": w}, "baseline", schemes, "baseline")) for w in ("per_channel", "per_tensor")]
+    found = [(f"raw MinMax {w}", parse_recipe({"weights": w}, "baseline", "baseline")) for w in ("per_channel", "per_tensor")]
     for scheme in schemes:
         found += [(f"{scheme}: {r.describe()}", r) for r in candidates_for(params, model, scheme, REPO / "params.yaml")[0]]
     return found

@@ -1,4 +1,5 @@
-"""``posezoo``: one subcommand per DVC stage, plus ``publish`` (run after ``dvc repro``).
+"""``posezoo``: one subcommand per DVC stage, plus ``publish`` (run after ``dvc repro``) and
+``fanout`` (the pipeline on a Ray cluster).
 
 ``dvc.yaml`` calls these subcommands (never ``stages/*.py`` directly), so the command a user
 types and the command DVC runs are the same. Each subcommand lives in ``stages/<name>.py`` and
@@ -16,7 +17,7 @@ from typing import Sequence
 from pipeline.errors import PosezooError
 
 #: Subcommands in pipeline order; each is the module ``stages.<name>``.
-STAGES = ("fetch", "calibrate", "convert", "optimize", "quantize", "evaluate", "footprint", "benchmark", "recommend", "cards", "publish")
+STAGES = ("fetch", "calibrate", "convert", "optimize", "quantize", "evaluate", "footprint", "benchmark", "recommend", "cards", "publish", "fanout")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,7 +30,7 @@ from pipeline.optimize.prepare import Verification, prepare_float
 from pipeline.params import get, load_params, model_for
 from pipeline.quantize.fallback import describe, fallback_cost, search_fallback
 from pipeline.quantize.ranges import compute_ranges, write_ranges
-from pipeline.quantize.recipe import FLOAT_NODES, RANGES, RECIPE, candidates_for, recipe_for
+from pipeline.quantize.recipe import FLOAT_NODES, RANGES, RECIPE, candidates_for
 from pipeline.quantize.search import search_recipes
 
 HELP = "choose the model's recipe for a scheme (search on validation ROIs) and prepare its float model (verified)"
@@ -61,17 +61,17 @@ def run(args: argparse.Namespace) -> None:
     with atomic_path(args.out) as tmp:
         tmp.mkdir()
         if origin == "search":
-            search = get(params, "quantize.search", args.params)
+            stop_norm = float(get(params, "quantize.search.stop_norm", args.params))
             with tempfile.TemporaryDirectory(prefix="posezoo-search-", dir=tmp) as work:
                 started = time.perf_counter()
                 result = search_recipes(
                     candidates, float_onnx, args.manifest, args.validation, spec,
                     lambda r, dest: prepare_float(r, float_onnx, dest, args.manifest, spec.input, check),
-                    Path(work), list(get(params, "quantize.formats", args.params)), float(search["stop_norm"]),
+                    Path(work), list(get(params, "quantize.formats", args.params)), stop_norm,
                 )
                 recipe, transforms, table = candidates[result.chosen], result.transforms, result.ranges
                 result.prepared.rename(tmp / "model.onnx")
-            report["search"] = {"validation": manifest_provenance(args.validation), "stop_norm": float(search["stop_norm"]), "seconds": round(time.perf_counter() - started, 1), "candidates": result.table}
+            report["search"] = {"validation": manifest_provenance(args.validation), "stop_norm": stop_norm, "seconds": round(time.perf_counter() - started, 1), "candidates": result.table}
             log.info("%s %s: chose candidate %d of %d (%s)", spec.name, args.scheme, result.chosen, len(candidates), recipe.describe())
         else:
             recipe = candidates[0]
@@ -90,7 +90,7 @@ def run(args: argparse.Namespace) -> None:
             write_ranges(table, tmp / RANGES)
         float_nodes: list[str] = []
         if recipe.fallback:
-            reference = recipe_for(params, recipe.fallback.get("reference", "per_channel"), args.params)
+            reference = recipe.reference()
             found = search_fallback(
                 tmp / "model.onnx",
                 args.manifest,

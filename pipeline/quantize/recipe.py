@@ -6,6 +6,12 @@ transforms (cross-layer equalization, bias correction), the exporter settings
 (:class:`~pipeline.quantize.config.QuantConfig`: calibration method, activation bits) and an
 optional per-layer float fallback searched against an accuracy budget. Every key is checked here,
 so a typo in a ``dvc exp run -S`` sweep fails before any work starts.
+
+A scheme's stages read ``quantize.recipes.<scheme>`` (and ``quantize.search.candidates.<scheme>``)
+and nothing of the other schemes, so that dvc.yaml can declare exactly those keys and a sweep that
+adds or changes one scheme re-runs only its stages. That is why a fallback's reference is written
+inside the recipe (``fallback.reference``: changes to this recipe, default per-channel weights)
+rather than naming another scheme.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ FALLBACK_KEYS = ("budget", "reference", "max_layers")
 #: Recipe keys that define what a scheme's variants are (a target's contract): a per-model
 #: override or a search candidate may change every other key, never these.
 CONTRACT_KEYS = ("weights", "activation_bits", "fallback")
+#: A fallback's reference recipe, as changes to the fallback's own recipe.
+DEFAULT_REFERENCE: Mapping[str, Any] = {"weights": "per_channel"}
 #: File in a prepared-model directory holding the recipe the model was prepared with.
 RECIPE = "recipe.json"
 #: File in a prepared-model directory naming the layers the fallback search kept in float.
@@ -87,6 +95,14 @@ class Recipe:
             parts.append(f"a{config.activation_bits}")
         return ", ".join(parts)
 
+    def reference(self) -> Recipe:
+        """The recipe a fallback's budget is measured against: this one, without the fallback, with
+        ``fallback.reference``'s changes (default ``{weights: per_channel}``)."""
+        if self.fallback is None:
+            raise PosezooError(f"quantize.recipes.{self.scheme} has no fallback, so no reference")
+        base = {k: v for k, v in self.as_params().items() if k != "fallback"}
+        return parse_recipe({**base, **self.fallback.get("reference", DEFAULT_REFERENCE)}, self.scheme, f"quantize.recipes.{self.scheme}.fallback.reference")
+
     def config(self, float_nodes: tuple[str, ...] = ()) -> QuantConfig:
         """The exporter settings, with the fallback layers the search chose."""
         return QuantConfig.from_params({**self.settings, "float_nodes": float_nodes}, self.per_channel, f"quantize.recipes.{self.scheme}")
@@ -99,19 +115,18 @@ class Recipe:
 
 
 def recipe_for(params: Mapping[str, Any], scheme: str, path: Path) -> Recipe:
-    """The checked recipe of ``scheme`` (must be listed in ``quantize.schemes``)."""
-    schemes = _schemes(params, scheme, path)
-    return parse_recipe(get(dict(params), f"quantize.recipes.{scheme}", path), scheme, schemes, f"{path}: quantize.recipes.{scheme}")
+    """The checked recipe of ``scheme`` (``quantize.recipes.<scheme>``)."""
+    return parse_recipe(_raw_recipe(params, scheme, path), scheme, f"{path}: quantize.recipes.{scheme}")
 
 
-def _schemes(params: Mapping[str, Any], scheme: str, path: Path) -> list[str]:
-    schemes = get(dict(params), "quantize.schemes", path)
-    if scheme not in schemes:
-        raise PosezooError(f"{path}: scheme '{scheme}' is not in quantize.schemes {list(schemes)}; add it there")
-    return list(schemes)
+def _raw_recipe(params: Mapping[str, Any], scheme: str, path: Path) -> dict[str, Any]:
+    recipes = get(dict(params), "quantize.recipes", path)
+    if scheme not in recipes:
+        raise PosezooError(f"{path}: scheme '{scheme}' has no recipe; add quantize.recipes.{scheme} (e.g. {{weights: per_channel}})")
+    return dict(recipes[scheme] or {})
 
 
-def parse_recipe(raw_recipe: Mapping[str, Any] | None, scheme: str, schemes: list[str], where: str) -> Recipe:
+def parse_recipe(raw_recipe: Mapping[str, Any] | None, scheme: str, where: str) -> Recipe:
     """A recipe from its params mapping (``quantize.recipes.<scheme>`` or a chosen ``recipe.json``)."""
     raw = dict(raw_recipe or {})
     # float_nodes is what the fallback search decides, never set by hand in a recipe
@@ -129,8 +144,10 @@ def parse_recipe(raw_recipe: Mapping[str, Any] | None, scheme: str, schemes: lis
     if fallback is not None:
         if not isinstance(fallback, Mapping) or set(fallback) - set(FALLBACK_KEYS) or "budget" not in fallback:
             raise PosezooError(f"{where}: fallback needs budget (and optionally reference, max_layers), got {fallback!r}")
-        if fallback.get("reference", "per_channel") not in schemes:
-            raise PosezooError(f"{where}: fallback.reference '{fallback.get('reference')}' is not a scheme in quantize.schemes")
+        if not isinstance(fallback.get("reference", {}), Mapping):
+            raise PosezooError(
+                f"{where}: fallback.reference is {fallback['reference']!r}; write the reference recipe as changes to this one, e.g. reference: {{weights: per_channel}}"
+            )
     headroom = raw.pop("clip_headroom", None)
     if headroom is not None and (not isinstance(headroom, (int, float)) or isinstance(headroom, bool) or headroom < 1.0 or not flags["equalize"]):
         raise PosezooError(f"{where}: clip_headroom must be a number >= 1 and needs equalize: true, got {headroom!r}")
@@ -139,6 +156,8 @@ def parse_recipe(raw_recipe: Mapping[str, Any] | None, scheme: str, schemes: lis
         raise PosezooError(f"{where}: equalize_by must be weights or activations (with equalize: true), got {by!r}")
     recipe = Recipe(scheme, weights, flags["equalize"], flags["bias_correction"], fallback, None if headroom is None else float(headroom), by, raw)
     recipe.config()  # validates the exporter settings now, with the recipe named
+    if fallback is not None:
+        recipe.reference()
     return recipe
 
 
@@ -151,29 +170,28 @@ def candidates_for(params: Mapping[str, Any], model: str, scheme: str, path: Pat
     candidates are changes to the scheme's recipe; they may not touch its contract
     (:data:`CONTRACT_KEYS`: what the target runs), so every candidate is a valid ``scheme`` variant.
     """
-    base = dict(get(dict(params), f"quantize.recipes.{scheme}", path) or {})
-    schemes = _schemes(params, scheme, path)
+    base = _raw_recipe(params, scheme, path)
     entry = (get(dict(params), "models", path).get(model) or {}).get("recipes") or {}
     if not isinstance(entry, Mapping):
         raise PosezooError(f"{path}: models.{model}.recipes must map a scheme to recipe changes, e.g. {{per_tensor: {{equalize: true}}}}")
     if scheme in entry:
-        return [_candidate(base, entry[scheme], scheme, schemes, f"{path}: models.{model}.recipes.{scheme}")], "override"
+        return [_candidate(base, entry[scheme], scheme, f"{path}: models.{model}.recipes.{scheme}")], "override"
     listed = ((dict(params).get("quantize") or {}).get("search") or {}).get("candidates") or {}
     changes = listed.get(scheme) or [{}]
     if not isinstance(changes, list) or not changes:
         raise PosezooError(f"{path}: quantize.search.candidates.{scheme} must be a list of recipe changes ({{}} is the scheme's own recipe)")
-    recipes = [_candidate(base, c, scheme, schemes, f"{path}: quantize.search.candidates.{scheme}[{i}]") for i, c in enumerate(changes)]
+    recipes = [_candidate(base, c, scheme, f"{path}: quantize.search.candidates.{scheme}[{i}]") for i, c in enumerate(changes)]
     unique = list(dict.fromkeys(recipes))
     return unique, ("search" if len(unique) > 1 else "scheme")
 
 
-def _candidate(base: Mapping[str, Any], change: Any, scheme: str, schemes: list[str], where: str) -> Recipe:
+def _candidate(base: Mapping[str, Any], change: Any, scheme: str, where: str) -> Recipe:
     if not isinstance(change, Mapping):
         raise PosezooError(f"{where}: a candidate is a mapping of recipe changes, not {change!r}")
     touched = sorted(set(change) & set(CONTRACT_KEYS))
     if touched:
         raise PosezooError(f"{where}: {', '.join(touched)} is the scheme's contract (what the target runs); define another scheme to change it")
-    return parse_recipe({**base, **change}, scheme, schemes, where)
+    return parse_recipe({**base, **change}, scheme, where)
 
 
 def chosen_recipe(params: Mapping[str, Any], scheme: str, prepared_dir: Path, path: Path) -> tuple[Recipe, str]:
@@ -192,4 +210,4 @@ def chosen_recipe(params: Mapping[str, Any], scheme: str, prepared_dir: Path, pa
         raise PosezooError(f"{made}: not a recipe record ({err}); re-run `posezoo optimize` for this scheme") from None
     if recorded != scheme:
         raise PosezooError(f"{made}: prepared for scheme '{recorded}', not '{scheme}'; pass the optimize output of {scheme}")
-    return parse_recipe(recipe, scheme, _schemes(params, scheme, path), str(made)), str(source)
+    return parse_recipe(recipe, scheme, str(made)), str(source)

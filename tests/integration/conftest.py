@@ -49,7 +49,10 @@ def make_project(
     params["quantize"]["recipes"].update(recipes or {})
     # The repository's candidates would add minutes to every project (bias correction per
     # candidate); the search itself is tested in tests/unit/test_recipe_search.py.
-    params["quantize"]["search"] = dict(search) if search is not None else {"stop_norm": params["quantize"]["search"]["stop_norm"], "candidates": {}}
+    # dvc.yaml declares quantize.search.candidates.<scheme>: every recipe keeps an entry ([{}]: itself).
+    alone = {scheme: [{}] for scheme in params["quantize"]["recipes"]}
+    params["quantize"]["search"] = {"stop_norm": params["quantize"]["search"]["stop_norm"], "candidates": alone, **(search or {})}
+    params["quantize"]["search"]["candidates"] = {**alone, **params["quantize"]["search"]["candidates"]}
     if formats is not None:
         params["quantize"]["formats"] = formats
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))

@@ -25,13 +25,25 @@ def test_recipe_gives_transforms_and_exporter_settings() -> None:
     assert recipe_for(params, "per_channel", P).config().is_default
 
 
-def test_the_repository_params_are_valid() -> None:
+def test_every_repository_recipe_is_valid_and_has_search_candidates() -> None:
+    """dvc.yaml declares quantize.search.candidates.<scheme> for each scheme's stages: DVC needs the key."""
     import yaml
 
     params = yaml.safe_load(Path(__file__).resolve().parents[2].joinpath("params.yaml").read_text())
-    for scheme in params["quantize"]["recipes"]:
-        params["quantize"]["schemes"] = list(params["quantize"]["recipes"])
-        recipe_for(params, scheme, P)
+    recipes = params["quantize"]["recipes"]
+    assert set(params["quantize"]["schemes"]) <= set(recipes)
+    assert set(params["quantize"]["search"]["candidates"]) == set(recipes)
+    described = {scheme: recipe_for(params, scheme, P).describe() for scheme in recipes}
+    assert described["per_tensor_fallback"] == "per_tensor, minmax"
+
+
+def test_a_fallback_reference_is_this_recipe_with_its_changes() -> None:
+    fallback = {"weights": "per_tensor", "calibration": "mse", "fallback": {"budget": 1.25}}
+    reference = recipe_for(_params(fb=fallback), "fb", P).reference()
+    assert (reference.weights, reference.fallback, reference.config().calibration) == ("per_channel", None, "mse")
+    fallback["fallback"]["reference"] = {"calibration": "minmax"}
+    reference = recipe_for(_params(fb=fallback), "fb", P).reference()
+    assert (reference.weights, reference.config().calibration) == ("per_tensor", "minmax")
 
 
 @pytest.mark.parametrize(
@@ -43,7 +55,8 @@ def test_the_repository_params_are_valid() -> None:
         ({"weights": "per_tensor", "equalize": "yes"}, "equalize must be true or false"),
         ({"weights": "per_tensor", "calibration": "kl"}, r"quantize.recipes.x: calibration 'kl' is unknown"),
         ({"weights": "per_tensor", "fallback": {"max_layers": 3}}, "fallback needs budget"),
-        ({"weights": "per_tensor", "fallback": {"budget": 1.25, "reference": "nope"}}, "reference 'nope' is not a scheme"),
+        ({"weights": "per_tensor", "fallback": {"budget": 1.25, "reference": "per_channel"}}, "fallback.reference is 'per_channel'; write the reference recipe as changes"),
+        ({"weights": "per_tensor", "fallback": {"budget": 1.25, "reference": {"weights": "per_row"}}}, "fallback.reference: weights is 'per_row'"),
     ],
 )
 def test_bad_recipes_are_one_line_errors(recipe: dict, message: str) -> None:
@@ -52,6 +65,6 @@ def test_bad_recipes_are_one_line_errors(recipe: dict, message: str) -> None:
     assert "\n" not in str(err.value)
 
 
-def test_scheme_must_be_listed() -> None:
-    with pytest.raises(PosezooError, match="scheme 'pt' is not in quantize.schemes"):
+def test_a_scheme_needs_a_recipe() -> None:
+    with pytest.raises(PosezooError, match=r"scheme 'pt' has no recipe; add quantize.recipes.pt"):
         recipe_for(_params(per_channel={"weights": "per_channel"}), "pt", P)
