@@ -37,6 +37,6 @@ def run(args: argparse.Namespace) -> None:
         log.info("artifacts section %s", f"updated: {', '.join(changed)}" if changed else "already in sync")
         return
     summary = publish(args.root, args.remote, args.version)
-    log.info("published %d file(s); artifacts: %s", summary["pushed_files"], ", ".join(summary["artifacts"]))
+    log.info("published %d file(s) and the run-cache (+%d metrics objects); artifacts: %s", summary["pushed_files"], summary["run_cache_uncached_objects"], ", ".join(summary["artifacts"]))
     if summary["tags"]:
         log.info("registered %d artifact versions as git tags (push them: git push --tags)", len(summary["tags"]))

@@ -190,18 +190,11 @@ def _apply(task: Task, clone: Path, upstream: tuple[Mapping[str, Any], ...]) -> 
 def _push_uncached(clone: Path, task: Task) -> list[str]:
     """Push the objects of the stage's ``cache: false`` outputs; returns their hashes."""
     from dvc.repo import Repo
-    from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.tree import Tree
+
+    from pipeline.publish.runcache import uncached_objects
 
     with chdir(clone), Repo(str(clone)) as repo:  # DVC resolves stage names from the working directory
-        (stage,) = repo.stage.collect(task.stage)
-        objs: set[HashInfo] = set()
-        for out in stage.outs:
-            if out.use_cache or not out.hash_info:
-                continue
-            objs.add(out.hash_info)
-            if out.hash_info.isdir:
-                objs |= {oid for _, _, oid in Tree.load(out.cache, out.hash_info)}
+        objs = uncached_objects(repo.stage.collect(task.stage))
         if objs:
             repo.cloud.push(objs, remote=task.remote)
     return sorted(str(o.value) for o in objs)

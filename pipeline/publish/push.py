@@ -4,7 +4,8 @@ Publishing is DVC's own ``push`` (content-addressed: a clone at the same commit 
 bytes with ``dvc pull`` or ``dvc artifacts get``); this module adds the checks a user would
 otherwise learn about from a broken clone: the ``artifacts:`` section matches the params, every
 stage is up to date with ``dvc.lock`` (else the remote would receive outputs no commit
-describes), and a remote is configured. ``dvc artifacts get`` finds an artifact through a git tag
+describes), and a remote is configured. The run-cache goes too (:mod:`.runcache`), so a teammate's
+``dvc repro`` restores stages this machine ran instead of re-running them. ``dvc artifacts get`` finds an artifact through a git tag
 ``<name>@<semver>`` (GTO's format), so ``--version`` registers the published commit under one.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 from pipeline.errors import PosezooError
 from pipeline.params import load_params
 from pipeline.publish.artifacts import expected_artifacts, stale_artifacts
+from pipeline.publish.runcache import push_run_cache
 
 log = logging.getLogger("posezoo.publish")
 
@@ -82,6 +84,9 @@ def publish(root: Path, remote: str | None, version: str | None = None) -> dict[
             raise PosezooError(f"{root}: {len(changed)} stage(s) differ from dvc.lock ({', '.join(sorted(changed)[:3])}); run `dvc repro` before publishing")
         log.info("pushing to DVC remote %s", remote or repo.config["core"]["remote"])
         pushed = repo.push(remote=remote)
+        # the run-cache too, with the objects DVC's run-cache push leaves out (metrics), so another
+        # machine's `dvc repro --pull` / `dvc exp run --pull` restores those runs instead of re-running them
+        metrics_objects = push_run_cache(repo, remote)
     except DvcException as err:
         raise PosezooError(f"{root}: dvc push failed ({str(err).splitlines()[0]}); check the remote's URL and credentials") from err
     finally:
@@ -91,4 +96,4 @@ def publish(root: Path, remote: str | None, version: str | None = None) -> dict[
         files = sorted(p.name for p in (Path(root) / entry["path"]).iterdir())
         log.info("artifact %s: %s", name, ", ".join(files))
     tags = register_version(Path(root), list(artifacts), version) if version is not None else []
-    return {"remote": remote, "pushed_files": pushed, "artifacts": sorted(artifacts), "tags": tags}
+    return {"remote": remote, "pushed_files": pushed, "run_cache_uncached_objects": metrics_objects, "artifacts": sorted(artifacts), "tags": tags}

@@ -170,6 +170,8 @@ def test_published_zoo_is_pulled_back_byte_for_byte(project: Path, tmp_path: Pat
     name = f"{MODEL.replace('_', '-')}-per-tensor-tflite"
     run([DVC, "artifacts", "get", str(project), name, "-o", str(tmp_path / "got")], tmp_path)
     assert _tree_hashes(tmp_path / "got", ".") == _tree_hashes(project / "build" / "int8" / f"{MODEL}-per_tensor-tflite", ".")
+    # the run-cache went too (tests/fanout/test_runcache.py restores from one elsewhere)
+    assert any((tmp_path / "remote" / "runs").rglob("*")), "posezoo publish did not push the run-cache"
 
 
 def test_queued_sweep_of_two_experiments_runs(project: Path) -> None:
