@@ -48,6 +48,7 @@ WORKERS = (1, 2, 4, 8, 16)
 
 def project(root: Path, model: str) -> Path:
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    root.mkdir(parents=True)
     make_project(root, {model: params["models"][model]}, search=params["quantize"]["search"])
     run(["git", "config", "user.email", "bench@posezoo"], root)
     run(["git", "config", "user.name", "posezoo benchmark"], root)

@@ -22,6 +22,8 @@ from pipeline.fanout.plan import (
 from pipeline.fanout.worker import StageFailed, Task, run_stage
 from tests.integration.conftest import DVC, run
 
+pytestmark = pytest.mark.slow  # DVC subprocesses on scratch projects
+
 CLUSTER = {"prepare@a", "prepare@b", "quantize@a-pc", "quantize@a-pt", "quantize@b-pc", "quantize@b-pt"}
 
 

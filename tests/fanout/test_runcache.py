@@ -7,8 +7,12 @@ from __future__ import annotations
 from contextlib import chdir
 from pathlib import Path
 
+import pytest
+
 from pipeline.publish.runcache import push_run_cache
 from tests.integration.conftest import DVC, run
+
+pytestmark = pytest.mark.slow  # DVC subprocesses on scratch projects
 
 STAGE = "quantize@a-pc"
 METRICS = Path("metrics/quantize/a-pc.json")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import yaml
 
-PAUSE_S = 2.0
+PAUSE_S = 0.5
 
 
 def main(argv: list[str]) -> int:

@@ -19,6 +19,8 @@ import yaml
 from tests.conftest import REPO
 from tests.integration.conftest import DVC, run
 
+pytestmark = pytest.mark.slow  # DVC subprocesses on scratch projects
+
 
 def _params_changed(tmp_path: Path, sweep: Callable[[dict[str, Any]], None]) -> set[str]:
     shutil.copy(REPO / "dvc.yaml", tmp_path / "dvc.yaml")
