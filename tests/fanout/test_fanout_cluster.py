@@ -62,6 +62,11 @@ def test_the_cluster_lives_on_loopback_only(session: dict[str, Any]) -> None:
     assert all(addr.startswith(("127.0.0.1:", "[::1]:", "[::ffff:127.0.0.1]:", "*:", "0.0.0.0:", "[::]:")) for addr in result["listening"])
 
 
+def test_the_cluster_is_stopped_afterwards(session: dict[str, Any]) -> None:
+    left = subprocess.run(["pgrep", "-af", session["result"]["address"]], capture_output=True, text=True, check=False)
+    assert left.returncode == 1, f"Ray processes still running: {left.stdout}"
+
+
 def test_fanout_runs_every_stage_on_the_cluster_and_dvc_restores_them(session: dict[str, Any]) -> None:
     project, first = session["project"], session["steps"][0]
     assert first["rc"] == 0, first["stderr"][-3000:]
