@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
 from tqdm import tqdm
 
 from pipeline.atomic import write_json, write_text
@@ -45,7 +44,14 @@ from pipeline.fanout.plan import (
     plan,
     sweep_points,
 )
-from pipeline.fanout.worker import LOG_TAIL, StageFailed, Task, run_stage
+from pipeline.fanout.worker import (
+    LOG_TAIL,
+    StageFailed,
+    Task,
+    merge_lock,
+    run_stage,
+    tool_env,
+)
 
 log = logging.getLogger("posezoo.fanout")
 RAN = re.compile(r"^Running stage '([^']+)'", re.MULTILINE)
@@ -117,12 +123,11 @@ class _Run:
     def _plan(self, point: Point) -> _Batch:
         with tempfile.TemporaryDirectory(prefix="posezoo-fanout-") as tmp:
             point_root = clone_point(self.root, self.rev, point, Path(tmp) / "point") if point.overrides else self.root
-            jobs = plan(self.root, point_root, self.settings.bench)
+            jobs = plan(self.root, point_root, self.settings.bench, self.bench_nodes)
         logs = (self.root / self.settings.logs / re.sub(r"[^\w.=,-]+", "_", point.label())).resolve()
-        local = _local_stages(jobs, self.bench_nodes)
-        if not self.bench_nodes and any(j.where == BENCH for j in jobs):
+        if not self.bench_nodes and any(j.name.split("@")[0] in self.settings.bench for j in jobs):
             log.warning("no Ray node advertises the 'bench' resource; the benchmark stages run on this machine")
-        batch = _Batch(point, [j for j in jobs if j.name not in local], logs, len(jobs))
+        batch = _Batch(point, [j for j in jobs if j.where != COORDINATOR], logs, len(jobs))
         fresh = fresh_inputs(batch.jobs)
         if fresh:
             _dvc(["push", "-r", self.remote, *fresh], self.root, logs / "push.log")
@@ -195,7 +200,7 @@ class _Run:
             overrides = [a for o in point.overrides for a in ("-S", o)]
             output = _dvc(["exp", "run", "--temp", *name, *overrides], self.root, batch.logs / "finale.log")
         else:
-            _merge_lock(self.root / "dvc.lock", results)
+            merge_lock(self.root / "dvc.lock", {name: r["lock"] for name, r in results.items()})
             output = _dvc(["repro"], self.root, batch.logs / "finale.log")
         ran_here = RAN.findall(output)
         rerun = sorted(set(ran_here) & set(results))
@@ -217,43 +222,25 @@ class _Run:
         return summary
 
 
-def _local_stages(jobs: Sequence[StageJob], bench_nodes: bool) -> set[str]:
-    """Coordinator stages, benchmark stages without bench nodes, and everything downstream of them."""
-    local: set[str] = set()
-    for job in jobs:  # upstream first
-        if job.where == COORDINATOR or (job.where == BENCH and not bench_nodes) or any(u in local for u in job.upstream):
-            local.add(job.name)
-    return local
-
-
 def _fetch(root: Path, remote: str, results: dict[str, dict[str, Any]]) -> None:
     """The remote run-cache and the submitted stages' outputs (cached or not) into the local cache."""
     from dvc.repo import Repo
     from dvc_data.hashfile.hash_info import HashInfo
-    from dvc_data.hashfile.tree import Tree
+
+    from pipeline.publish.runcache import with_files
 
     objs = {HashInfo(o.get("hash", "md5"), o["md5"]) for r in results.values() for o in r["lock"].get("outs", []) if "md5" in o}
     with Repo(str(root)) as repo:
         repo.stage_cache.pull(remote)
         if objs:
             repo.cloud.pull(objs, remote=remote)  # a directory's .dir object, not its files:
-            files = {oid for h in objs if h.isdir for _, _, oid in Tree.load(repo.cache.local, h)}
-            repo.cloud.pull(files, remote=remote)
-
-
-def _merge_lock(path: Path, results: dict[str, dict[str, Any]]) -> None:
-    """The workers' lock entries (written by DVC on the workers) into the workspace's dvc.lock."""
-    if not results:
-        return
-    lock = yaml.safe_load(path.read_text()) if path.is_file() else {"schema": "2.0", "stages": {}}
-    lock.setdefault("stages", {}).update({name: r["lock"] for name, r in results.items()})
-    write_text(path, yaml.safe_dump(lock, sort_keys=False))
+            repo.cloud.pull(with_files(repo.cache.local, objs) - objs, remote=remote)
 
 
 def _dvc(args: list[str], root: Path, log_path: Path) -> str:
     """Run ``dvc args`` in the workspace, its output in ``log_path``; a failure is a one-line error."""
     dvc = str(Path(sys.executable).parent / "dvc")
-    proc = subprocess.run([dvc, *args], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    proc = subprocess.run([dvc, *args], cwd=root, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     write_text(log_path, proc.stdout)
     if proc.returncode:
         tail = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""

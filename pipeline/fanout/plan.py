@@ -11,7 +11,8 @@ Where a stage runs:
   ``cards``: they read the metrics folders), and every stage downstream of one. Workers restore
   cached outputs only; the coordinator's final ``dvc repro`` runs (or restores) these.
 - ``bench``: stages whose name (before ``@``) is listed as a benchmark; they need the Ray custom
-  resource ``bench`` that only the nodes meant for timing advertise.
+  resource ``bench`` that only the nodes meant for timing advertise (``coordinator`` when no node
+  does, with everything downstream of them).
 - ``worker``: everything else.
 """
 
@@ -82,7 +83,7 @@ def clone_point(root: Path, rev: str, point: Point, dest: Path) -> Path:
     return dest
 
 
-def plan(workspace: Path, point_root: Path, bench: Iterable[str]) -> list[StageJob]:
+def plan(workspace: Path, point_root: Path, bench: Iterable[str], bench_nodes: bool = True) -> list[StageJob]:
     """Stages of the graph at ``point_root`` that are not up to date in ``workspace``, upstream first."""
     import networkx as nx
     from dvc.repo import Repo
@@ -105,10 +106,11 @@ def plan(workspace: Path, point_root: Path, bench: Iterable[str]) -> list[StageJ
         if name not in changed and known.get(name) == signatures[name] and all(u in fresh for u in above):
             fresh.add(name)
             continue
-        if name in reads_uncached or any(where.get(u) == COORDINATOR for u in above):
+        benchmark = name.split("@")[0] in bench
+        if name in reads_uncached or (benchmark and not bench_nodes) or any(where.get(u) == COORDINATOR for u in above):
             where[name] = COORDINATOR
         else:
-            where[name] = BENCH if name.split("@")[0] in bench else WORKER
+            where[name] = BENCH if benchmark else WORKER
         jobs.append(StageJob(name, above, where[name]))
     return jobs
 

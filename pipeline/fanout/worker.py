@@ -35,6 +35,8 @@ from typing import Any, Iterator, Mapping
 
 import yaml
 
+from pipeline.atomic import write_text
+
 #: Characters of a failed stage's log shown in the error.
 LOG_TAIL = 3000
 #: At most this much of a stage's log travels back to the coordinator.
@@ -135,15 +137,16 @@ def _slot(workdir: Path) -> Iterator[Path]:
         return
 
 
-def _env() -> dict[str, str]:
-    """This interpreter's environment with its scripts (dvc, posezoo) first on PATH."""
+def tool_env() -> dict[str, str]:
+    """This interpreter's environment with its scripts (dvc, posezoo) first on PATH, so that DVC
+    finds ``posezoo`` for the stage commands whether or not the venv is activated."""
     bindir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}", "DVC_NO_ANALYTICS": "1"}
 
 
 def _run(cmd: list[str], cwd: Path, log: list[str]) -> None:
     log.append(f"$ {' '.join(cmd)}\n")
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
+    proc = subprocess.run(cmd, cwd=cwd, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, check=False)
     log.append(proc.stdout)
     if proc.returncode:
         raise subprocess.CalledProcessError(proc.returncode, cmd)
@@ -181,10 +184,16 @@ def _apply(task: Task, clone: Path, upstream: tuple[Mapping[str, Any], ...]) -> 
 
         apply_overrides(clone / "params.yaml", list(task.overrides))
     if upstream:
-        lock_path = clone / "dvc.lock"
-        lock = yaml.safe_load(lock_path.read_text()) if lock_path.is_file() else {"schema": "2.0", "stages": {}}
-        lock.setdefault("stages", {}).update({r["stage"]: r["lock"] for r in upstream})
-        lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
+        merge_lock(clone / "dvc.lock", {r["stage"]: r["lock"] for r in upstream})
+
+
+def merge_lock(path: Path, entries: Mapping[str, Any]) -> None:
+    """Write lock ``entries`` (stage name -> entry, as DVC wrote them on a worker) into ``path``."""
+    if not entries:
+        return
+    lock = yaml.safe_load(path.read_text()) if path.is_file() else {"schema": "2.0", "stages": {}}
+    lock.setdefault("stages", {}).update(entries)
+    write_text(path, yaml.safe_dump(lock, sort_keys=False))
 
 
 def _push_uncached(clone: Path, task: Task) -> list[str]:

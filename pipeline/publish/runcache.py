@@ -18,7 +18,7 @@ from typing import Any, Iterable
 log = logging.getLogger("posezoo.publish")
 
 
-def _with_files(odb: Any, objs: Iterable[Any]) -> set[Any]:
+def with_files(odb: Any, objs: Iterable[Any]) -> set[Any]:
     """``objs`` present in ``odb``, with the files of the directories among them."""
     from dvc_data.hashfile.tree import Tree
 
@@ -32,7 +32,7 @@ def uncached_objects(stages: Iterable[Any]) -> set[Any]:
     for stage in stages:
         for out in stage.outs:
             if not out.use_cache and out.hash_info:
-                found |= _with_files(out.cache, [out.hash_info])
+                found |= with_files(out.cache, [out.hash_info])
     return found
 
 
@@ -42,7 +42,7 @@ def run_cache_objects(repo: Any) -> set[Any]:
     runs = Path(repo.cache.legacy.path) / "runs"
     entries = [(p.parent.name, p.name) for p in runs.glob("*/*/*") if p.is_file()]
     used = repo.stage_cache.get_used_objs(entries)
-    return set().union(*(_with_files(odb or repo.cache.local, objs) for odb, objs in used.items())) if used else set()
+    return set().union(*(with_files(odb or repo.cache.local, objs) for odb, objs in used.items())) if used else set()
 
 
 def push_run_cache(repo: Any, remote: str | None) -> int:

@@ -38,6 +38,8 @@ def test_a_fresh_project_plans_every_stage_upstream_first(toy: Path) -> None:
     assert order.index("prepare@a") < order.index("quantize@a-pc") and order[-1] == "report"
     assert dict((j.name, set(j.upstream)) for j in jobs)["quantize@b-pt"] == {"prepare@b"}
     assert _where(plan(toy, toy, bench=("quantize",)))["quantize@a-pc"] == BENCH
+    without_bench_nodes = _where(plan(toy, toy, bench=("prepare",), bench_nodes=False))
+    assert without_bench_nodes == {**dict.fromkeys(CLUSTER, COORDINATOR), "report": COORDINATOR}, "their downstream stages follow them"
 
 
 def test_up_to_date_stages_are_dropped_and_a_sweep_point_keeps_only_what_it_changes(toy: Path, tmp_path: Path) -> None:
