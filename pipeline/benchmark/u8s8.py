@@ -17,11 +17,12 @@ becomes the uint8 ``z + 128``. Weights (DequantizeLinear of an int8 initializer)
 from __future__ import annotations
 
 import copy
-from collections import defaultdict
 
 import numpy as np
 import onnx
 from onnx import TensorProto, numpy_helper
+
+from pipeline.onnx_graph import OnnxGraph
 
 QUANTIZE = "QuantizeLinear"
 DEQUANTIZE = "DequantizeLinear"
@@ -41,22 +42,17 @@ def int8_activation_quantizers(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     rewrite.
     """
     graph = model.graph
-    initializers = {i.name: i for i in graph.initializer}
-    consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-    for node in graph.node:
-        for name in node.input:
-            consumers[name].append(node)
-    outputs = {o.name for o in graph.output}
+    index = OnnxGraph(graph)
     found = []
     for node in graph.node:
         if not _is(node, QUANTIZE) or len(node.input) < 3:
             continue  # without a zero point, QuantizeLinear already produces uint8
-        zero_point = initializers.get(node.input[2])
+        zero_point = index.initializers.get(node.input[2])
         if zero_point is None or zero_point.data_type != TensorProto.INT8:
             continue
         tensor = node.output[0]
-        readers = consumers[tensor]
-        if tensor in outputs or not readers or not all(_is(r, DEQUANTIZE) and r.input[0] == tensor for r in readers):
+        readers = index.consumer_nodes(tensor)
+        if tensor in index.outputs or not readers or not all(_is(r, DEQUANTIZE) and r.input[0] == tensor for r in readers):
             continue
         found.append(node)
     return found

@@ -8,10 +8,10 @@ per-tensor model for an NPU that needs one, made from a per-channel release.
 tf2onnx's ``--dequantize`` mode does the graph work (weights become float initializers, the
 quantize/dequantize pairs between layers are dropped, see
 :func:`pipeline.convert.tflite_to_onnx.convert_tflite`). It keeps the integer model input and its
-dequantization (Cast → Sub(zero point) → Mul(scale)); that chain is replaced here by a float input
-that carries the real values directly, so the float model takes what the int8 input represents:
-[0, 1] for ST's uint8 with scale 1/255, plain pixel values 0–255 for MoveNet's uint8 without
-quantization parameters. Likewise an integer output's final QuantizeLinear is dropped, so every
+dequantization (Cast → Sub(zero point) → Mul(scale)); that chain is replaced by a float input
+(:func:`pipeline.convert.tflite_to_onnx.float_input`) that carries the real values directly, so
+the float model takes what the int8 input represents: [0, 1] for ST's uint8 with scale 1/255,
+plain pixel values 0–255 for MoveNet's uint8 without quantization parameters. Likewise an integer output's final QuantizeLinear is dropped, so every
 output is the real value. :class:`DequantizeInfo` reports that range for the registry's
 ``input.range`` and the output quantization steps, the unit in which the float model's distance
 from the int8 original (the int8 activation error) is judged.
@@ -23,14 +23,16 @@ import itertools
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
 from pipeline.calibration.reader import iter_inputs
 from pipeline.convert.runners import runner_for
-from pipeline.convert.tflite_to_onnx import check_tflite, convert_tflite
+from pipeline.convert.tflite_to_onnx import check_tflite, convert_tflite, float_input
+from pipeline.convert.verify import Criterion, compare_outputs
 from pipeline.errors import PosezooError
+from pipeline.onnx_graph import OnnxGraph, remove_unused_initializers
 from pipeline.registry import InputSpec
 
 if TYPE_CHECKING:
@@ -132,45 +134,6 @@ def read_quantization(src: Path) -> DequantizeInfo:
     )
 
 
-def float_input(model: onnx.ModelProto, src: Path, scale: float | None = None, zero_point: int | None = None) -> None:
-    """Replace the integer input and its Cast → Sub(zero point) → Mul(scale) by a float input.
-
-    The chain computes the real value of each quantized input element, which the float input now
-    carries itself, so removing it is exact. Without ``scale`` the chain is the Cast alone: an
-    unquantized integer input (plain uint8 pixels, as MoveNet's releases take). Any other
-    structure is refused rather than guessed.
-    """
-    from onnx import TensorProto, helper, numpy_helper
-
-    graph = model.graph
-    name = graph.input[0].name
-    initializers = {init.name: init for init in graph.initializer}
-    expected = [("Cast", None)] + ([("Sub", zero_point), ("Mul", scale)] if scale is not None else [])
-    chain, tensor = [], name
-    for op_type, constant in expected:
-        users = [n for n in graph.node if tensor in n.input]
-        node = users[0] if len(users) == 1 else None
-        ok = node is not None and node.op_type == op_type and node.input[0] == tensor
-        if ok and op_type == "Cast":
-            ok = helper.get_attribute_value(node.attribute[0]) == TensorProto.FLOAT
-        if ok and constant is not None:
-            value = initializers.get(node.input[1])
-            ok = value is not None and bool(np.allclose(numpy_helper.to_array(value), constant, rtol=1e-6, atol=0))
-        if not ok:
-            found = ", ".join(f"{n.op_type}({', '.join(n.input)})" for n in users) or "nothing"
-            raise PosezooError(
-                f"{src}: tf2onnx's dequantized input '{name}' does not feed the expected Cast → Sub(zero point) → Mul(scale) "
-                f"(at {op_type}: found {found}); the input cannot be made float"
-            )
-        chain.append(node)
-        tensor = node.output[0]
-    for node in chain:
-        graph.node.remove(node)
-    for node in graph.node:
-        node.input[:] = [name if i == tensor else i for i in node.input]
-    graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
-
-
 def _float_outputs(model: onnx.ModelProto) -> None:
     """Replace the QuantizeLinear that makes an integer model output by an Identity: the float output.
 
@@ -180,20 +143,14 @@ def _float_outputs(model: onnx.ModelProto) -> None:
     from onnx import TensorProto, helper
 
     graph = model.graph
-    producers = {out: node for node in graph.node for out in node.output}
+    index = OnnxGraph(graph)
     for output in graph.output:
-        node = producers.get(output.name)
+        node = index.producer_node(output.name)
         if node is not None and node.op_type == "QuantizeLinear":
             identity = helper.make_node("Identity", [node.input[0]], [output.name])
             graph.node.insert(list(graph.node).index(node), identity)
             graph.node.remove(node)
             output.type.tensor_type.elem_type = TensorProto.FLOAT
-
-
-def _drop_unused_initializers(model: onnx.ModelProto) -> None:
-    used = {name for node in model.graph.node for name in node.input}
-    for init in [init for init in model.graph.initializer if init.name not in used]:
-        model.graph.initializer.remove(init)
 
 
 def _check_dequantized(model: onnx.ModelProto, src: Path, by: str = "tf2onnx") -> None:
@@ -227,7 +184,7 @@ def dequantize_tflite_to_onnx(src: Path, dest: Path, opset: int) -> DequantizeIn
         if info.input_dtype.upper() in _QUANTIZED_TYPES:
             float_input(model, src, info.input_scale, info.input_zero_point)
         _float_outputs(model)
-        _drop_unused_initializers(model)
+        remove_unused_initializers(model.graph)
         _check_dequantized(model, src)
 
     convert_tflite(src, dest, opset, dequantize=True, rewrite=rewrite)
@@ -267,42 +224,57 @@ def verify_dequantized(
         )
     ref_run = runner_for(reference, source_order=True)
     cand_run = runner_for(candidate)
-    diffs: list[list[np.ndarray]] = [[] for _ in info.output_steps]
-    refs: list[list[np.ndarray]] = [[] for _ in info.output_steps]
-    for _, x in itertools.islice(iter_inputs(manifest, spec, "NHWC"), max_samples):
-        ref_out, cand_out = ref_run(x), cand_run(x)
-        if len(cand_out) != len(ref_out) or any(r.size != c.size for r, c in zip(ref_out, cand_out)):
-            raise PosezooError(
-                f"{candidate}: output sizes {[c.size for c in cand_out]} differ from {reference}'s {[r.size for r in ref_out]}; the conversion is broken"
-            )
-        for i, (r, c) in enumerate(zip(ref_out, cand_out)):
-            diffs[i].append(np.abs(r.ravel() - c.ravel()))
-            refs[i].append(r.ravel())
-    if not diffs[0]:
+    samples = itertools.islice(iter_inputs(manifest, spec, "NHWC"), max_samples)
+    count, outputs = compare_outputs(samples, ref_run, cand_run, MeanSteps(reference, candidate, info.output_steps, mean_steps))
+    if not count:
         raise PosezooError(f"{manifest}: has no samples to verify {candidate} with; run `posezoo calibrate`")
-    outputs = []
-    for i, step in enumerate(info.output_steps):
-        diff, ref = np.concatenate(diffs[i]), np.concatenate(refs[i])
+    return {"samples": count, "outputs": outputs}  # no paths: a stage writes this report from a temporary directory
+
+
+class MeanSteps(Criterion):
+    """Each output's mean |diff| over all values and samples within ``mean_steps`` output steps (:func:`verify_dequantized`).
+
+    An output computed in float (no step in ``steps``) is judged in the step an 8-bit output
+    calibrated on these samples would have.
+    """
+
+    def __init__(self, reference: Path, candidate: Path, steps: tuple[float | None, ...], mean_steps: float) -> None:
+        super().__init__(reference, candidate)
+        self.steps, self.mean_steps = steps, mean_steps
+
+    def mismatch(self, ref_out: Sequence[np.ndarray], cand_out: Sequence[np.ndarray]) -> str | None:
+        if len(cand_out) != len(ref_out) or any(r.size != c.size for r, c in zip(ref_out, cand_out)):
+            return f"{self.candidate}: output sizes {[c.size for c in cand_out]} differ from {self.reference}'s {[r.size for r in ref_out]}; the conversion is broken"
+        return None
+
+    def start(self, index: int, reference: np.ndarray) -> dict[str, Any]:
+        return {"index": index, "diffs": [], "refs": []}
+
+    def add(self, state: dict[str, Any], sample: Any, reference: np.ndarray, candidate: np.ndarray) -> None:
+        state["diffs"].append(np.abs(reference.ravel() - candidate.ravel()))
+        state["refs"].append(reference.ravel())
+
+    def finish(self, state: dict[str, Any]) -> dict[str, Any]:
+        i, step = state["index"], self.steps[state["index"]]
+        diff, ref = np.concatenate(state["diffs"]), np.concatenate(state["refs"])
         unit = step if step is not None else (max(float(ref.max()), 0.0) - min(float(ref.min()), 0.0)) / 255 or 1.0
-        entry = {
+        max_steps, mean_steps = float(diff.max()) / unit, float(diff.mean()) / unit
+        log.info("%s output %d: mean |diff| %.3g steps (max %.3g, tolerance %.3g)", Path(self.candidate).name, i, mean_steps, max_steps, self.mean_steps)
+        return {
             "index": i,
             "step": unit,
             "step_from": "int8 output" if step is not None else "reference range with 0 / 255",
             "max_abs_diff": float(diff.max()),
             "mean_abs_diff": float(diff.mean()),
-            "max_steps": float(diff.max()) / unit,
-            "mean_steps": float(diff.mean()) / unit,
-            "tolerance_mean_steps": mean_steps,
+            "max_steps": max_steps,
+            "mean_steps": mean_steps,
+            "tolerance_mean_steps": self.mean_steps,
+            "ok": mean_steps <= self.mean_steps,
         }
-        entry["ok"] = entry["mean_steps"] <= mean_steps
-        outputs.append(entry)
-        log.info("%s output %d: mean |diff| %.3g steps (max %.3g, tolerance %.3g)", Path(candidate).name, i, entry["mean_steps"], entry["max_steps"], mean_steps)
-    bad = [e for e in outputs if not e["ok"]]
-    if bad:
-        e = bad[0]
-        raise PosezooError(
-            f"{candidate}: output {e['index']} differs from the int8 {reference} by {e['mean_steps']:.3g} output steps on average "
-            f"(tolerance {mean_steps:g} steps, step {e['step']:.4g}); the dequantized model is not the int8 model — check the input range "
+
+    def failure(self, entry: dict[str, Any]) -> str:
+        return (
+            f"{self.candidate}: output {entry['index']} differs from the int8 {self.reference} by {entry['mean_steps']:.3g} output steps on average "
+            f"(tolerance {self.mean_steps:g} steps, step {entry['step']:.4g}); the dequantized model is not the int8 model — check the input range "
             "and colour order, or set models.<name>.dequantized_mean_steps in params.yaml if the difference is expected"
         )
-    return {"samples": len(diffs[0]), "outputs": outputs}  # no paths: a stage writes this report from a temporary directory

@@ -41,8 +41,9 @@ import numpy as np
 
 from pipeline.atomic import atomic_path
 from pipeline.convert.canonical import canonicalize
-from pipeline.convert.dequantize import DequantizeInfo, _check_dequantized, _drop_unused_initializers
+from pipeline.convert.dequantize import DequantizeInfo, _check_dequantized
 from pipeline.errors import PosezooError
+from pipeline.onnx_graph import OnnxGraph, remove_unused_initializers
 
 if TYPE_CHECKING:
     import onnx
@@ -102,17 +103,16 @@ def _clamps_at_zero(quantizer: onnx.NodeProto, values: dict[str, np.ndarray]) ->
     return zero.size == 1 and int(zero.reshape(-1)[0]) == int(np.iinfo(zero.dtype).min)
 
 
-def _nonnegative(graph: onnx.GraphProto, values: dict[str, np.ndarray]) -> set[str]:
+def _nonnegative(index: OnnxGraph, values: dict[str, np.ndarray]) -> set[str]:
     """Names of the tensors that cannot be negative in the float model this module writes."""
-    producers = {out: n for n in graph.node for out in n.output}
     known = {name for name, value in values.items() if value.dtype.kind == "f" and bool((value >= 0).all())}
-    for node in graph.node:  # topological order: inputs are judged before their readers
+    for node in index.nodes:  # topological order: inputs are judged before their readers
         if node.op_type in _NONNEGATIVE:
             ok = True
         elif node.op_type == _DQ and node.input[0] in values:
             ok = bool((_dequantize(values[node.input[0]], *_params(node, values)) >= 0).all())
         elif node.op_type == _DQ:  # a pair clamping at 0 becomes a Relu; else it passes its input's sign on
-            quantizer = producers.get(node.input[0])
+            quantizer = index.producer_node(node.input[0])
             ok = quantizer is not None and quantizer.op_type == _Q and (_clamps_at_zero(quantizer, values) or quantizer.input[0] in known)
         elif node.op_type in _KEEP_SIGN:
             ok = node.input[0] in known
@@ -158,10 +158,10 @@ def read_qdq(model: onnx.ModelProto, src: Path) -> DequantizeInfo:
         in_scale, in_zero = float(scale.reshape(-1)[0]), int(zero.reshape(-1)[0])
         in_range = (float((info.min - in_zero) * in_scale), float((info.max - in_zero) * in_scale))
 
-    producers = {out: n for n in graph.node for out in n.output}
+    index = OnnxGraph(graph)
     steps: list[float | None] = []
     for output in graph.output:
-        node = producers.get(output.name)
+        node = index.producer_node(output.name)
         steps.append(float(np.max(_params(node, values)[0])) if node is not None and node.op_type == _DQ else None)
     return DequantizeInfo(
         input_name=inp.name,
@@ -184,12 +184,12 @@ def remove_qdq(model: onnx.ModelProto, src: Path) -> int:
 
     graph = model.graph
     values = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
-    producers = {out: n for n in graph.node for out in n.output}
-    outputs = {o.name for o in graph.output}
+    index = OnnxGraph(graph)
+    outputs = index.outputs
     removed = sum(n.op_type in (_Q, _DQ) for n in graph.node)  # all of them, or an error below
     rename: dict[str, str] = {}  # DQ output -> float tensor its readers read instead
     floors: dict[str, str] = {}  # QuantizeLinear output -> its input cut at 0 (a Relu's output)
-    nonnegative = _nonnegative(graph, values)
+    nonnegative = _nonnegative(index, values)
     folded: dict[str, np.ndarray] = {}  # DQ output -> float constant
     keep = []
     for node in graph.node:
@@ -198,7 +198,7 @@ def remove_qdq(model: onnx.ModelProto, src: Path) -> int:
             continue
         source = node.input[0]
         scale, zero, axis = _params(node, values)
-        quantizer = producers.get(source)
+        quantizer = index.producer_node(source)
         if source in values:  # int8 weight, int32 bias, quantized constant
             folded[node.output[0]] = _dequantize(values[source], scale, zero, axis)
         elif quantizer is not None and quantizer.op_type == _Q and quantizer.input[0] in values:  # Q → DQ of a float constant
@@ -206,7 +206,7 @@ def remove_qdq(model: onnx.ModelProto, src: Path) -> int:
             folded[node.output[0]] = _dequantize(_quantize(values[quantizer.input[0]], q_scale, q_zero, q_axis), scale, zero, axis)
         elif quantizer is not None and quantizer.op_type == _Q:  # activation pair
             tensor = quantizer.input[0]
-            if tensor in producers and tensor not in nonnegative and _clamps_at_zero(quantizer, values):
+            if tensor in index.producer and tensor not in nonnegative and _clamps_at_zero(quantizer, values):
                 if quantizer.output[0] not in floors:  # the pair cut negatives to 0: keep that as a Relu
                     floors[quantizer.output[0]] = f"{tensor}_relu"
                     keep.append(helper.make_node("Relu", [tensor], [floors[quantizer.output[0]]], name=f"{tensor}_relu"))
@@ -265,7 +265,7 @@ def dequantize_qdq_onnx(src: Path, dest: Path, opset: int) -> DequantizeInfo:
     for listed in [i for i in model.graph.input if i.name in initializers]:  # IR < 4 lists initializers as inputs
         model.graph.input.remove(listed)
     removed = remove_qdq(model, src)
-    _drop_unused_initializers(model)
+    remove_unused_initializers(model.graph)
     _check_dequantized(model, src, by="the QDQ folding")
     source_opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
     if source_opset != opset:

@@ -4,7 +4,8 @@ tf2onnx reads the flatbuffer directly (fp16 weights behind DEQUANTIZE become fp3
 The ONNX input is made NCHW (``inputs_as_nchw``): that is the layout onnx2tf expects when it
 turns the ONNX into an NHWC SavedModel, and the conventional layout for ONNX consumers. Names are
 canonicalized (:mod:`pipeline.convert.canonical`) so the output is byte-for-byte reproducible.
-:mod:`pipeline.convert.dequantize` converts int8 TFLite files through the same code.
+:mod:`pipeline.convert.dequantize` converts int8 TFLite files through the same code, and both replace
+an integer input's Cast (→ Sub → Mul) by a float input with :func:`float_input`.
 
 tf2onnx's transpose optimizer cannot move a layout Transpose through a Split with several outputs
 (a "Todo" in its ``_split_handler``), so a TFLite channel split (YOLOv8's C2f blocks) stays as
@@ -26,6 +27,7 @@ import numpy as np
 from pipeline.atomic import atomic_path
 from pipeline.convert.canonical import canonicalize
 from pipeline.errors import PosezooError
+from pipeline.onnx_graph import OnnxGraph
 
 if TYPE_CHECKING:
     import onnx
@@ -115,22 +117,17 @@ def fold_split_transposes(model: onnx.ModelProto) -> int:
     from onnx import helper
 
     graph = model.graph
-    producer = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
-    graph_outputs = {v.name for v in graph.output}
+    index = OnnxGraph(graph)  # built once: the checks below read the graph as tf2onnx wrote it
     folded = 0
     for split in [n for n in graph.node if n.op_type == "Split"]:
-        before = producer.get(split.input[0])
-        if before is None or before.op_type != "Transpose" or split.input[0] in graph_outputs:
+        before = index.producer_node(split.input[0])
+        if before is None or before.op_type != "Transpose" or split.input[0] in index.outputs:
             continue
         perm = _perm(before)
         inverse = [perm.index(i) for i in range(len(perm))]
-        after = [consumers.get(out, []) for out in split.output]
+        after = [index.consumer_nodes(out) for out in split.output]
         if not all(
-            users and all(u.op_type == "Transpose" and _perm(u) == inverse and u.output[0] not in graph_outputs for u in users)
+            users and all(u.op_type == "Transpose" and _perm(u) == inverse and u.output[0] not in index.outputs for u in users)
             for users in after
         ):
             continue
@@ -151,6 +148,45 @@ def fold_split_transposes(model: onnx.ModelProto) -> int:
             graph.node.remove(before)
         folded += 1
     return folded
+
+
+def float_input(model: onnx.ModelProto, src: Path, scale: float | None = None, zero_point: int | None = None) -> None:
+    """Replace the integer input and its Cast → Sub(zero point) → Mul(scale) by a float input.
+
+    The chain computes the real value of each quantized input element, which the float input now
+    carries itself, so removing it is exact. Without ``scale`` the chain is the Cast alone: an
+    unquantized integer input (plain uint8 pixels, as MoveNet's releases take). Any other
+    structure is refused rather than guessed.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    name = graph.input[0].name
+    index = OnnxGraph(graph)
+    expected = [("Cast", None)] + ([("Sub", zero_point), ("Mul", scale)] if scale is not None else [])
+    chain, tensor = [], name
+    for op_type, constant in expected:
+        users = index.consumer_nodes(tensor)
+        node = users[0] if len(users) == 1 else None
+        ok = node is not None and node.op_type == op_type and node.input[0] == tensor
+        if ok and op_type == "Cast":
+            ok = helper.get_attribute_value(node.attribute[0]) == TensorProto.FLOAT
+        if ok and constant is not None:
+            value = index.initializers.get(node.input[1])
+            ok = value is not None and bool(np.allclose(numpy_helper.to_array(value), constant, rtol=1e-6, atol=0))
+        if not ok:
+            found = ", ".join(f"{n.op_type}({', '.join(n.input)})" for n in users) or "nothing"
+            raise PosezooError(
+                f"{src}: tf2onnx's dequantized input '{name}' does not feed the expected Cast → Sub(zero point) → Mul(scale) "
+                f"(at {op_type}: found {found}); the input cannot be made float"
+            )
+        chain.append(node)
+        tensor = node.output[0]
+    for node in chain:
+        graph.node.remove(node)
+    for node in graph.node:
+        node.input[:] = [name if i == tensor else i for i in node.input]
+    graph.input[0].type.tensor_type.elem_type = TensorProto.FLOAT
 
 
 @contextlib.contextmanager
@@ -239,8 +275,6 @@ def tflite_to_onnx(src: Path, dest: Path, opset: int) -> None:
 
     def float_pixels(model: onnx.ModelProto) -> None:
         from onnx import TensorProto
-
-        from pipeline.convert.dequantize import float_input
 
         if model.graph.input[0].type.tensor_type.elem_type in (TensorProto.UINT8, TensorProto.INT8, TensorProto.INT16, TensorProto.INT32):
             float_input(model, Path(src))

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import itertools
 import logging
+from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -46,6 +47,110 @@ def output_tolerance(index: int, reference_max_abs: float, atol: float, rtol: fl
     return float(own.get("atol", atol)) + float(own.get("rtol", rtol)) * reference_max_abs
 
 
+Outputs = Callable[[np.ndarray], Sequence[np.ndarray]]
+"""A model run on one input: its outputs, in the order the two compared models share."""
+
+
+class Criterion(ABC):
+    """How :func:`compare_outputs` judges each output: what a sample adds, what the output ends as, when it fails.
+
+    ``reference`` and ``candidate`` name the two models in the messages. The base class checks
+    that the two give the same number of outputs of the same sizes; its subclasses decide the
+    figure judged: :class:`MaxAbsDiff` here, the dequantized models' mean in output steps in
+    :mod:`pipeline.convert.dequantize`.
+    """
+
+    def __init__(self, reference: Path | str, candidate: Path | str) -> None:
+        self.reference = reference
+        self.candidate = candidate
+
+    def mismatch(self, ref_out: Sequence[np.ndarray], cand_out: Sequence[np.ndarray]) -> str | None:
+        """Why one sample's outputs cannot be compared at all, or None."""
+        if len(ref_out) != len(cand_out):
+            return f"{self.candidate}: has {len(cand_out)} outputs, {self.reference} has {len(ref_out)}; the conversion dropped outputs"
+        for i, (r, c) in enumerate(zip(ref_out, cand_out)):
+            if r.size != c.size:
+                return f"{self.candidate}: output {i} has {c.size} values, {self.reference} has {r.size}; outputs are mismatched"
+        return None
+
+    @abstractmethod
+    def start(self, index: int, reference: np.ndarray) -> Any:
+        """The running state of output ``index``, from its first reference value."""
+
+    @abstractmethod
+    def add(self, state: Any, sample: Any, reference: np.ndarray, candidate: np.ndarray) -> None:
+        """Fold one sample's values of the output into ``state``."""
+
+    @abstractmethod
+    def finish(self, state: Any) -> dict[str, Any]:
+        """The output's report entry (what the metrics record), once every sample is in; ``ok`` says if it passes."""
+
+    @abstractmethod
+    def failure(self, entry: dict[str, Any]) -> str:
+        """The error for an entry that fails the criterion."""
+
+
+def compare_outputs(samples: Iterable[tuple[Any, np.ndarray]], reference: Outputs, candidate: Outputs, criterion: Criterion) -> tuple[int, list[dict[str, Any]]]:
+    """Run both models on every (sample id, input) of ``samples``; judge each output by ``criterion``.
+
+    Returns the sample count and one entry per output; raises :class:`PosezooError` on the first
+    sample whose outputs do not match up, else (once every entry is made) on the first failing
+    output. The one comparison of the conversion checks, the dequantized models and the
+    equalized ones: only the criterion differs.
+    """
+    states: list[Any] = []
+    count = 0
+    for sample, x in samples:
+        ref_out, cand_out = reference(x), candidate(x)
+        problem = criterion.mismatch(ref_out, cand_out)
+        if problem is not None:
+            raise PosezooError(problem)
+        count += 1
+        if not states:
+            states = [criterion.start(i, r) for i, r in enumerate(ref_out)]
+        for state, r, c in zip(states, ref_out, cand_out):
+            criterion.add(state, sample, r, c)
+    entries = [criterion.finish(state) for state in states]
+    failed = next((entry for entry in entries if not entry["ok"]), None)
+    if failed is not None:
+        raise PosezooError(criterion.failure(failed))
+    return count, entries
+
+
+class MaxAbsDiff(Criterion):
+    """Each output's max |diff| over the samples within ``atol + rtol · max|reference|`` (:func:`output_tolerance`).
+
+    The entry records the output's shape, the max |diff|, the sample it was (last) reached on, the
+    max |reference| and the tolerance.
+    """
+
+    def __init__(self, reference: Path | str, candidate: Path | str, atol: float, rtol: float, overrides: Mapping[int, Mapping[str, float]] | None) -> None:
+        super().__init__(reference, candidate)
+        self.atol, self.rtol, self.overrides = atol, rtol, overrides
+
+    def start(self, index: int, reference: np.ndarray) -> dict[str, Any]:
+        return {"index": index, "shape": list(reference.shape), "max_abs_diff": 0.0, "reference_max_abs": 0.0, "sample": None}
+
+    def add(self, state: dict[str, Any], sample: Any, reference: np.ndarray, candidate: np.ndarray) -> None:
+        diff = float(np.max(np.abs(reference.ravel() - candidate.ravel())))
+        state["reference_max_abs"] = max(state["reference_max_abs"], float(np.max(np.abs(reference))))
+        if diff >= state["max_abs_diff"]:
+            state["max_abs_diff"], state["sample"] = diff, sample
+
+    def finish(self, state: dict[str, Any]) -> dict[str, Any]:
+        state["tolerance"] = output_tolerance(state["index"], state["reference_max_abs"], self.atol, self.rtol, self.overrides)
+        state["ok"] = state["max_abs_diff"] <= state["tolerance"]
+        log.info("%s output %d: max |diff| %.3g (tolerance %.3g)", Path(self.candidate).name, state["index"], state["max_abs_diff"], state["tolerance"])
+        return state
+
+    def failure(self, entry: dict[str, Any]) -> str:
+        return (
+            f"{self.candidate}: output {entry['index']} differs from {self.reference} by {entry['max_abs_diff']:.4g} on {entry['sample']} "
+            f"(tolerance {entry['tolerance']:.4g} = atol + rtol * max|reference| {entry['reference_max_abs']:.4g}); "
+            "the conversion is not faithful — inspect the model, or set models.<name>.verify in params.yaml if the difference is expected"
+        )
+
+
 def compare_models(
     reference: Path,
     candidate: Path,
@@ -64,35 +169,6 @@ def compare_models(
     """
     ref_run = runner_for(reference, source_order=True)
     cand_run = runner_for(candidate)
-    worst: list[dict[str, Any]] = []
-    samples = 0
-    for sample_id, x in itertools.islice(iter_inputs(manifest, spec, "NHWC"), max_samples):
-        ref_out = ref_run(x)
-        cand_out = cand_run(x)
-        if len(ref_out) != len(cand_out):
-            raise PosezooError(f"{candidate}: has {len(cand_out)} outputs, {reference} has {len(ref_out)}; the conversion dropped outputs")
-        samples += 1
-        if not worst:
-            worst = [{"index": i, "shape": list(r.shape), "max_abs_diff": 0.0, "reference_max_abs": 0.0, "sample": None} for i, r in enumerate(ref_out)]
-        for i, (r, c) in enumerate(zip(ref_out, cand_out)):
-            if r.size != c.size:
-                raise PosezooError(f"{candidate}: output {i} has {c.size} values, {reference} has {r.size}; outputs are mismatched")
-            diff = float(np.max(np.abs(r.ravel() - c.ravel())))
-            entry = worst[i]
-            entry["reference_max_abs"] = max(entry["reference_max_abs"], float(np.max(np.abs(r))))
-            if diff >= entry["max_abs_diff"]:
-                entry["max_abs_diff"], entry["sample"] = diff, sample_id
-    for entry in worst:
-        entry["tolerance"] = output_tolerance(entry["index"], entry["reference_max_abs"], atol, rtol, overrides)
-        entry["ok"] = entry["max_abs_diff"] <= entry["tolerance"]
-        log.info("%s output %d: max |diff| %.3g (tolerance %.3g)", Path(candidate).name, entry["index"], entry["max_abs_diff"], entry["tolerance"])
-    bad = [e for e in worst if not e["ok"]]
-    if bad:
-        e = bad[0]
-        raise PosezooError(
-            f"{candidate}: output {e['index']} differs from {reference} by {e['max_abs_diff']:.4g} on {e['sample']} "
-            f"(tolerance {e['tolerance']:.4g} = atol + rtol * max|reference| {e['reference_max_abs']:.4g}); "
-            "the conversion is not faithful — inspect the model, or set models.<name>.verify in params.yaml if the difference is expected"
-        )
-    return {"reference": str(reference), "candidate": str(candidate), "samples": samples, "outputs": worst}
-
+    samples = itertools.islice(iter_inputs(manifest, spec, "NHWC"), max_samples)
+    count, outputs = compare_outputs(samples, ref_run, cand_run, MaxAbsDiff(reference, candidate, atol, rtol, overrides))
+    return {"reference": str(reference), "candidate": str(candidate), "samples": count, "outputs": outputs}

@@ -20,7 +20,6 @@ said so in the notes. Nothing is executed.
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from pathlib import Path
 
 import onnx
@@ -28,6 +27,7 @@ from onnx import TensorProto
 
 from pipeline.errors import PosezooError
 from pipeline.footprint.ir import Graph, Kind, Linear, Op, QuantParams, Tensor, dtype_bytes
+from pipeline.onnx_graph import OnnxGraph
 
 _DTYPES: dict[int, str] = {
     TensorProto.FLOAT: "float32",
@@ -128,14 +128,7 @@ class _Builder:
             if value.type.HasField("tensor_type") and value.type.tensor_type.HasField("shape"):
                 tensor_type = value.type.tensor_type
                 self.value_types[value.name] = (tensor_type.elem_type, self._dims(value.name, tensor_type.shape))
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        self.producer: dict[str, onnx.NodeProto] = {}
-        for node in graph.node:
-            for name in node.input:
-                self.consumers[name].append(node)
-            for name in node.output:
-                self.producer[name] = node
-        self.graph_outputs = {value.name for value in graph.output}
+        self.index = OnnxGraph(graph)
         self.rename: dict[str, str] = {}
         self.stored_dtype: dict[str, str] = {}
 
@@ -147,17 +140,17 @@ class _Builder:
 
     def _absorbed_quantize(self, node: onnx.NodeProto) -> bool:
         source = node.input[0]
-        producer = self.producer.get(source)
+        producer = self.index.producer_node(source)
         return (
             producer is not None
             and producer.op_type not in (*_QDQ, "Constant")
-            and len(self.consumers[source]) == 1
-            and source not in self.graph_outputs
+            and len(self.index.consumers[source]) == 1
+            and source not in self.index.outputs
         )
 
     def _absorbed_dequantize(self, node: onnx.NodeProto) -> bool:
         output = node.output[0]
-        return output not in self.graph_outputs and all(c.op_type not in _QDQ for c in self.consumers[output])
+        return output not in self.index.outputs and all(c.op_type not in _QDQ for c in self.index.consumer_nodes(output))
 
     def _fold(self) -> tuple[list[onnx.NodeProto], set[str]]:
         """Nodes left once QDQ is folded, and the names of the scale/zero-point constants."""

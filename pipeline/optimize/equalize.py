@@ -10,20 +10,8 @@ gives both channels the range ``sqrt(r1_i r2_i)``, which maximizes the pair's su
 precision (Nagel §4.1); in a chain a layer is scaled on both sides, so the pairs are swept until
 no scale moves (their fixed point).
 
-What may sit between the two convolutions (``find_pairs``), each tensor read by the next node only:
-
-* identity (conv into conv), ``Relu``, ``LeakyRelu``, ``PRelu``: positively homogeneous element by
-  element for any slope, so per-channel PReLU slopes stay valid unchanged;
-* ``MaxPool`` and zero-valued constant ``Pad`` (not padding batch or channel axes): they commute
-  with a positive per-channel scale.
-
-Everything else blocks the pair and is counted in the report by reason: ``Clip`` (ReLU6; as
-``s · clip(x/s, 0, 6) = clip(x, 0, 6 s)`` it would need a per-channel upper bound that neither
-ONNX ``Clip`` nor TFLite ``RELU6`` can express, so it is exact only for ``s = 1``), non-homogeneous
-activations (``Sigmoid``, ``HardSwish``, …), graph outputs, and a tensor read by several nodes —
-notably a residual ``Add`` (the tensor also feeds the skip connection; scaling it would need the
-same per-channel scale on the other addend, which belongs to another layer), so a layer whose
-output enters a residual ``Add`` is left as it is.
+What may sit between the two convolutions, and what blocks a pair, is decided by
+:func:`pipeline.optimize.conv_pairs.find_pairs`.
 
 Opt-in (``clip_headroom``): ``Clip(0, M)`` directly after the first conv is admitted with scales
 bounded by what the calibration images show (:func:`_clip_bounds`), exact on those images only.
@@ -55,7 +43,6 @@ images before writing it.
 from __future__ import annotations
 
 import logging
-from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -64,8 +51,9 @@ import numpy as np
 import onnx
 
 from pipeline.atomic import atomic_path
-from pipeline.convert.verify import output_tolerance
+from pipeline.convert.verify import MaxAbsDiff, compare_outputs
 from pipeline.errors import PosezooError
+from pipeline.optimize.conv_pairs import ACTIVATIONS, Pair, find_pairs, relu_n_bound
 from pipeline.optimize.graph import (
     Graph,
     attribute,
@@ -79,103 +67,6 @@ from pipeline.optimize.graph import (
 from pipeline.registry import InputSpec
 
 log = logging.getLogger(__name__)
-
-#: Activations f with f(s·x) = s·f(x) for s > 0 that are the identity for x ≥ 0 (absorbable).
-ACTIVATIONS = ("Relu", "LeakyRelu", "PRelu")
-
-
-@dataclass(frozen=True)
-class Pair:
-    """Two convolutions (node indices) joined by ``via`` nodes that commute with channel scaling."""
-
-    first: int
-    second: int
-    via: tuple[int, ...]
-
-
-def _weights_reason(graph: Graph, k: int) -> str | None:
-    """Why conv ``k``'s weights/bias cannot be rescaled, or None."""
-    node = graph.nodes[k]
-    params = [name for name in node.input[1:3] if name]
-    if len(params) < 1 or not all(graph.is_constant(name) for name in params):
-        return "non_constant_weights"
-    if len(graph.consumers[node.input[1]]) != 1:
-        return "shared_weights"  # a shared bias is fine: the pair gets its own copy
-    return None
-
-
-def relu_n_bound(graph: Graph, node: onnx.NodeProto) -> float | None:
-    """``M`` if ``node`` is ``Clip(x, 0, M)`` with constant scalar bounds and M > 0 (ReLU6 is M = 6), else None."""
-    if node.op_type != "Clip" or len(node.input) != 3 or not all(node.input[1:]):
-        return None
-    low, high = graph.value(node.input[1]), graph.value(node.input[2])
-    if low is None or high is None or low.size != 1 or high.size != 1 or float(low) != 0.0 or float(high) <= 0.0:
-        return None
-    return float(high)
-
-
-def _link_reason(graph: Graph, node: onnx.NodeProto, first_link: bool, bounded_clip: bool) -> str | None:
-    """Why ``node`` does not commute with a positive per-channel scale, or None if it does.
-
-    ``bounded_clip`` admits ``Clip(0, M)`` right after the first conv (``first_link``), whose
-    pre-activation statistics then bound the scales (see :func:`equalize_onnx`).
-    """
-    op = node.op_type
-    if op in ACTIVATIONS:
-        return None
-    if op == "Clip" and bounded_clip and first_link and relu_n_bound(graph, node) is not None:
-        return None
-    if op == "MaxPool":
-        return None if len(node.output) == 1 or not node.output[1] else "unsupported_op:MaxPool"
-    if op == "Pad":
-        inputs = list(node.input) + [""] * (4 - len(node.input))
-        pads, value, axes = inputs[1], inputs[2], inputs[3]
-        p, fill = graph.value(pads), graph.value(value) if value else np.zeros(())
-        if attribute(node, "mode", b"constant") != b"constant" or axes or p is None or fill is None or np.any(fill):
-            return "unsupported_op:Pad"
-        rank = p.size // 2
-        return None if not np.any(p[[0, 1, rank, rank + 1]]) else "channel_pad"
-    if op == "Clip":
-        return "clip_activation"
-    if op in ("Add", "Sum"):
-        return "residual_add"
-    return f"unsupported_op:{op}"
-
-
-def find_pairs(graph: Graph, bounded_clip: bool = False) -> tuple[list[Pair], Counter[str]]:
-    """Equalizable conv pairs in graph order, and for every other conv why it starts none."""
-    pairs: list[Pair] = []
-    skipped: Counter[str] = Counter()
-    for k, node in enumerate(graph.nodes):
-        if node.op_type != "Conv":
-            continue
-        reason = _weights_reason(graph, k)
-        tensor, via = node.output[0], []
-        while reason is None:
-            users = graph.consumers.get(tensor, [])
-            if tensor in graph.outputs:
-                reason = "graph_output"
-            elif not users:
-                reason = "unused_output"
-            elif len(users) > 1:
-                reason = "residual_add" if any(graph.nodes[u].op_type == "Add" for u in users) else "branching"
-            elif graph.nodes[users[0]].op_type == "Conv" and graph.nodes[users[0]].input[0] == tensor:
-                reason = _weights_reason(graph, users[0])
-                if reason is None:
-                    w1, w2 = graph.array(node.input[1]), graph.array(graph.nodes[users[0]].input[1])
-                    if w1.shape[0] != w2.shape[1] * attribute(graph.nodes[users[0]], "group", 1):
-                        reason = "channel_mismatch"
-                    else:
-                        pairs.append(Pair(k, users[0], tuple(via)))
-                        break
-            else:
-                reason = _link_reason(graph, graph.nodes[users[0]], not via, bounded_clip)
-                via.append(users[0])
-                tensor = graph.nodes[users[0]].output[0]
-        if reason is not None:
-            skipped[reason] += 1
-    return pairs, skipped
-
 
 def _out_ranges(w: np.ndarray) -> np.ndarray:
     """max |w| per output channel."""
@@ -347,33 +238,19 @@ def _absorb(graph: Graph, pairs: list[Pair], inputs: list[np.ndarray]) -> dict[s
     return report
 
 
-def _verify(
-    reference: onnx.ModelProto,
-    candidate: onnx.ModelProto,
-    input_name: str,
-    inputs: list[np.ndarray],
-    atol: float,
-    rtol: float,
-    overrides: Mapping[int, Mapping[str, float]] | None,
-    src: Path,
-) -> list[dict[str, Any]]:
-    """Per-output max |diff| of ``candidate`` vs ``reference``; raise if over atol + rtol·max|ref|."""
-    ref_sess, cand_sess = session(reference), session(candidate)
-    outputs = [{"index": i, "name": o.name, "max_abs_diff": 0.0, "reference_max_abs": 0.0} for i, o in enumerate(reference.graph.output)]
-    for x in inputs:
-        ref, cand = ref_sess.run(None, {input_name: x}), cand_sess.run(None, {input_name: x})
-        for entry, r, c in zip(outputs, ref, cand):
-            entry["max_abs_diff"] = max(entry["max_abs_diff"], float(np.max(np.abs(r - c))))
-            entry["reference_max_abs"] = max(entry["reference_max_abs"], float(np.max(np.abs(r))))
-    for entry in outputs:
-        entry["tolerance"] = output_tolerance(entry["index"], entry["reference_max_abs"], atol, rtol, overrides)
-        if entry["max_abs_diff"] > entry["tolerance"]:
-            raise PosezooError(
-                f"{src}: equalized model's output {entry['index']} ({entry['name']}) differs from the float model by "
-                f"{entry['max_abs_diff']:.4g} > tolerance {entry['tolerance']:.4g} on the calibration images; "
-                "the equalization is not function-preserving here: report it, or run without equalization"
-            )
-    return outputs
+class _FunctionPreserved(MaxAbsDiff):
+    """The conversion check's criterion, with the equalization's own error (the outputs named)."""
+
+    def __init__(self, src: Path, names: list[str], atol: float, rtol: float, overrides: Mapping[int, Mapping[str, float]] | None) -> None:
+        super().__init__(src, "equalized model", atol, rtol, overrides)
+        self.names = names
+
+    def failure(self, entry: dict[str, Any]) -> str:
+        return (
+            f"{self.reference}: equalized model's output {entry['index']} ({self.names[entry['index']]}) differs from the float model by "
+            f"{entry['max_abs_diff']:.4g} > tolerance {entry['tolerance']:.4g} on the calibration images; "
+            "the equalization is not function-preserving here: report it, or run without equalization"
+        )
 
 
 def equalize_onnx(
@@ -430,7 +307,15 @@ def equalize_onnx(
         iterations, converged, scales = _equalize(graph, pairs, bounds, max_iterations, tolerance)
     absorption = _absorb(graph, pairs, inputs) if absorb_bias else None
     graph.commit()
-    verification = _verify(original, model, graph.input_name, inputs, atol, rtol, overrides, src)
+    ref_sess, cand_sess = session(original), session(model)
+    names = [o.name for o in original.graph.output]
+    _, checked = compare_outputs(
+        enumerate(inputs),
+        lambda x: ref_sess.run(None, {graph.input_name: x}),
+        lambda x: cand_sess.run(None, {graph.input_name: x}),
+        _FunctionPreserved(src, names, atol, rtol, overrides),
+    )
+    verification = [{"index": e["index"], "name": names[e["index"]], **{k: e[k] for k in ("max_abs_diff", "reference_max_abs", "tolerance")}} for e in checked]
     with atomic_path(dest) as tmp:
         tmp.write_bytes(save_bytes(model))
 

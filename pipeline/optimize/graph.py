@@ -8,7 +8,6 @@ bytes) are reproducible run to run.
 from __future__ import annotations
 
 import itertools
-from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -19,6 +18,7 @@ from onnx import numpy_helper
 from pipeline.calibration.reader import iter_inputs
 from pipeline.convert.runners import onnx_input_layout, ort_session
 from pipeline.errors import PosezooError
+from pipeline.onnx_graph import OnnxGraph
 from pipeline.registry import InputSpec
 
 #: int8 weights as both exporters store them: symmetric, zero point 0, narrow range [-127, 127],
@@ -85,59 +85,50 @@ def attribute(node: onnx.NodeProto, name: str, default: Any = None) -> Any:
     return default
 
 
-class Graph:
-    """Producer/consumer index over a model, and its float initializers as editable arrays.
+class Graph(OnnxGraph):
+    """The model's producer/consumer index, and its float initializers as editable arrays.
 
     Arrays are copied out on first access and written back by :meth:`commit`, so a transform can
-    work in numpy and leave the proto untouched until it succeeds.
+    work in numpy and leave the proto untouched until it succeeds. The index is kept current for
+    the edits made here (:meth:`own_constant`), which are the only ones the transforms make.
     """
 
     def __init__(self, model: onnx.ModelProto) -> None:
+        super().__init__(model.graph)
         self.model = model
-        graph = model.graph
-        self._tensors = {t.name: t for t in graph.initializer}
         self._arrays: dict[str, np.ndarray] = {}
-        #: Nodes in graph (= topological) order; nodes are referred to by their index in it.
-        self.nodes = list(graph.node)
-        self.producer = {out: k for k, node in enumerate(self.nodes) for out in node.output if out}
-        self.consumers: dict[str, list[int]] = defaultdict(list)
-        for k, node in enumerate(self.nodes):
-            for name in dict.fromkeys(node.input):  # a node reading a tensor twice is one consumer
-                if name:
-                    self.consumers[name].append(k)
-        self.outputs = {o.name for o in graph.output}
-        inputs = [i.name for i in graph.input if i.name not in self._tensors]
+        inputs = [i.name for i in model.graph.input if i.name not in self.initializers]
         if len(inputs) != 1:
             raise PosezooError(f"model has {len(inputs)} non-constant inputs {inputs}; posezoo models take one image input")
         self.input_name = inputs[0]
 
     def is_constant(self, name: str) -> bool:
         """True if ``name`` is a float initializer."""
-        tensor = self._tensors.get(name)
+        tensor = self.initializers.get(name)
         return tensor is not None and tensor.data_type == onnx.TensorProto.FLOAT
 
     def value(self, name: str) -> np.ndarray | None:
         """The value of initializer ``name`` in its own dtype (read-only use), or None if not one."""
-        tensor = self._tensors.get(name)
+        tensor = self.initializers.get(name)
         return None if tensor is None else numpy_helper.to_array(tensor)
 
     def array(self, name: str) -> np.ndarray:
         """The (float64, writable) value of initializer ``name``."""
         if name not in self._arrays:
-            self._arrays[name] = numpy_helper.to_array(self._tensors[name]).astype(np.float64)
+            self._arrays[name] = numpy_helper.to_array(self.initializers[name]).astype(np.float64)
         return self._arrays[name]
 
     def set_array(self, name: str, value: np.ndarray) -> None:
         """Replace (or create) initializer ``name``; written into the proto by :meth:`commit`."""
-        if name not in self._tensors:
+        if name not in self.initializers:
             tensor = self.model.graph.initializer.add()
             tensor.name = name
-            self._tensors[name] = tensor
+            self.initializers[name] = tensor
         self._arrays[name] = np.asarray(value, dtype=np.float64)
 
     def fresh_name(self, base: str) -> str:
         """A tensor name not used anywhere in the graph, derived from ``base`` (deterministic)."""
-        taken = set(self._tensors) | set(self.producer) | set(self.consumers) | self.outputs
+        taken = set(self.initializers) | set(self.producer) | set(self.consumers) | self.outputs
         name, n = base, 0
         while name in taken:
             n += 1
@@ -173,7 +164,7 @@ class Graph:
     def commit(self) -> onnx.ModelProto:
         """Write every touched array back into the model (float32) and return the model."""
         for name, value in self._arrays.items():
-            self._tensors[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
+            self.initializers[name].CopyFrom(numpy_helper.from_array(value.astype(np.float32), name))
         return self.model
 
 
@@ -181,17 +172,16 @@ def with_outputs(model: onnx.ModelProto, names: Iterable[str]) -> onnx.ModelProt
     """A copy of ``model`` computing only ``names`` (as its outputs) and the nodes they need."""
     wanted = list(dict.fromkeys(names))
     source = model.graph
-    nodes = list(source.node)
-    producer = {o: k for k, node in enumerate(nodes) for o in node.output if o}
+    index = OnnxGraph(source)
     needed: set[int] = set()
     stack = list(wanted)
     while stack:
-        k = producer.get(stack.pop(), -1)
+        k = index.producer.get(stack.pop(), -1)
         if k < 0 or k in needed:
             continue
         needed.add(k)
-        stack.extend(i for i in nodes[k].input if i)
-    kept = [node for k, node in enumerate(nodes) if k in needed]
+        stack.extend(i for i in index.nodes[k].input if i)
+    kept = [node for k, node in enumerate(index.nodes) if k in needed]
     used = {i for node in kept for i in node.input}
     constants = {t.name for t in source.initializer}
     graph = onnx.helper.make_graph(

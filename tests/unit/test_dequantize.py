@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from pipeline.calibration.reader import iter_inputs
-from pipeline.convert.dequantize import DequantizeInfo, dequantize_tflite_to_onnx, float_input, read_quantization, verify_dequantized
+from pipeline.convert.dequantize import DequantizeInfo, dequantize_tflite_to_onnx, read_quantization, verify_dequantized
 from pipeline.convert.runners import _dequantize, _quantize, runner_for
-from pipeline.convert.tflite_to_onnx import fold_split_transposes
+from pipeline.convert.tflite_to_onnx import float_input, fold_split_transposes
 from pipeline.errors import PosezooError
 from pipeline.registry import InputSpec
 
