@@ -221,9 +221,10 @@ def remove_qdq(model: onnx.ModelProto, src: Path) -> int:
             name = rename[name]
         return name
 
-    for name in outputs & (set(rename) | set(folded)):
+    for name in [o.name for o in graph.output if o.name in rename or o.name in folded]:
         # A graph output made by a DequantizeLinear keeps its name: an Identity of the float
-        # tensor (its other readers, if any, read the float tensor itself).
+        # tensor (its other readers, if any, read the float tensor itself). In the graph's output
+        # order: a set's order would change with PYTHONHASHSEED, and the file's bytes with it.
         if name in rename:
             keep.append(helper.make_node("Identity", [resolve(name)], [name], name=f"{name}_float"))
         else:

@@ -244,6 +244,16 @@ def test_float_and_qoperator_models_are_refused(tmp_path: Path, models: dict[str
 
 
 def test_two_runs_give_identical_bytes(tmp_path: Path, models: dict[str, Any]) -> None:
-    for name in ("a.onnx", "b.onnx"):
-        dequantize_qdq_onnx(models["qdq"], tmp_path / name, opset=17)
-    assert (tmp_path / "a.onnx").read_bytes() == (tmp_path / "b.onnx").read_bytes() == models["dequantized"].read_bytes()
+    """Also in fresh processes with other hash seeds: no set order (here: of the two outputs) reaches the file."""
+    import hashlib
+    import os
+    import subprocess
+    import sys
+
+    code = "import sys; from pathlib import Path; from pipeline.convert.dequantize_qdq import dequantize_qdq_onnx; dequantize_qdq_onnx(Path(sys.argv[1]), Path(sys.argv[2]), 17)"
+    for seed in ("1", "2", "3", "4"):
+        env = {**os.environ, "PYTHONHASHSEED": seed}
+        subprocess.run([sys.executable, "-c", code, str(models["qdq"]), str(tmp_path / f"{seed}.onnx")], check=True, capture_output=True, env=env)
+    dequantize_qdq_onnx(models["qdq"], tmp_path / "here.onnx", opset=17)
+    digests = {name: hashlib.sha256((tmp_path / f"{name}.onnx").read_bytes()).hexdigest() for name in ("1", "2", "3", "4", "here")}
+    assert set(digests.values()) == {hashlib.sha256(models["dequantized"].read_bytes()).hexdigest()}, digests
