@@ -60,6 +60,16 @@ def test_invalid_registry_entry_names_the_file(tmp_path: Path, monkeypatch: pyte
         load_model("broken")
 
 
+def test_old_accuracy_key_names_its_new_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = yaml.safe_load((Path(load_model("face_landmark").path)).read_text())
+    entry["name"] = "old"
+    entry["accuracy"]["crop_factor"] = entry["accuracy"].pop("box_scale")
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(entry))
+    monkeypatch.setenv("POSEZOO_REGISTRY", str(tmp_path))
+    with pytest.raises(PosezooError, match=r"old\.yaml: accuracy: 'crop_factor' is now called 'box_scale'"):
+        load_model("old")
+
+
 def test_resolution_outside_the_registry_is_rejected() -> None:
     params = {"models": {"face_landmark": {"resolution": 320}}}
     with pytest.raises(PosezooError, match=r"models\.face_landmark\.resolution is 320; face_landmark\.yaml lists \[192\] as valid"):
