@@ -20,6 +20,7 @@ from pipeline.calibration.subjects import tracker, write_subject_manifests
 from pipeline.convert.runners import runner_for
 from pipeline.errors import PosezooError
 from pipeline.params import get, load_params, model_for
+from pipeline.registry import refuse_renamed
 from pipeline.roi.conventions import Augment, RoiSpec, roi_spec
 from pipeline.roi.detectors import load_detector
 from pipeline.source_model import model_file
@@ -63,6 +64,7 @@ def _subjects(args: argparse.Namespace, params: dict[str, Any], sampling: Sampli
 
 def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
+    refuse_renamed(params.get("calibration"), {"crop_scale": "random_crop_side"}, f"{args.params}: calibration")
     name = args.source or get(params, "calibration.source", args.params)
     declarations = load_declarations(args.declarations)
     if name not in declarations:
@@ -72,8 +74,8 @@ def run(args: argparse.Namespace) -> None:
         num_calibration=int(get(params, "calibration.num_images", args.params)),
         num_holdout=int(get(params, "calibration.num_holdout", args.params)),
         seed=int(get(params, "calibration.seed", args.params)),
-        crop_scale_range=tuple(get(params, "calibration.crop_scale", args.params)),  # type: ignore[arg-type]
-        box_scale=float(decl.get("crop_scale", 1.25)),
+        random_crop_side=tuple(get(params, "calibration.random_crop_side", args.params)),  # type: ignore[arg-type]
+        box_scale=float(decl.get("box_scale", 1.25)),
         holdout_fraction=float(get(params, "calibration.holdout_fraction", args.params)),
         allow_fewer=bool(get(params, "calibration.allow_fewer", args.params)),
     )

@@ -143,7 +143,7 @@ def photo_manifests(out: Path, photo_folder: Path, num_calibration: int = 12, nu
 
     photos = resolve({"kind": "folder", "path": str(photo_folder)}, photo_folder)
     params = SamplingParams(
-        num_calibration=num_calibration, num_holdout=num_holdout, seed=0, crop_scale_range=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False
+        num_calibration=num_calibration, num_holdout=num_holdout, seed=0, random_crop_side=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False
     )
     write_manifests(photos, params, "test", True, out)
     return out

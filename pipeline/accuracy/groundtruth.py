@@ -1,7 +1,7 @@
 """Ground-truth accuracy of one model file on one keypoint dataset.
 
 Which metrics apply is data: the registry's ``accuracy`` block names the task (body, face or
-hand), the crop factor for top-down evaluation, and, per dataset schema, which model keypoint
+hand), ``box_scale`` (box enlargement) for top-down box framing, and, per dataset schema, which model keypoint
 stands for which dataset keypoint. The metric functions themselves are
 :mod:`pipeline.accuracy.metrics` (pycocotools for everything COCO defines).
 
@@ -47,7 +47,7 @@ class AccuracySpec:
     """The registry's ``accuracy`` block of one model."""
 
     task: str
-    crop_factor: float
+    box_scale: float
     maps: Mapping[str, Mapping[int, int]]  # schema name → {dataset keypoint index: model keypoint index}
     decoder: Mapping[str, Any]  # decoder settings that differ when scoring, e.g. COCO mAP's low score threshold
 
@@ -56,7 +56,7 @@ def accuracy_spec(spec: ModelSpec) -> AccuracySpec:
     """Read and check ``accuracy`` of a registry entry; a missing or malformed block names the file."""
     block = spec.raw.get("accuracy")
     if not isinstance(block, Mapping):
-        raise PosezooError(f"{spec.path}: no 'accuracy' block (task, crop_factor, maps); add one to measure ground-truth accuracy")
+        raise PosezooError(f"{spec.path}: no 'accuracy' block (task, box_scale, maps); add one to measure ground-truth accuracy")
     task = block.get("task")
     if task not in TASKS:
         raise PosezooError(f"{spec.path}: accuracy.task is {task!r}; use one of {', '.join(TASKS)}")
@@ -65,7 +65,7 @@ def accuracy_spec(spec: ModelSpec) -> AccuracySpec:
         bad = [m for m in table.values() if not 0 <= m < spec.keypoint_count]
         if bad:
             raise PosezooError(f"{spec.path}: accuracy.maps.{name} names model keypoints {bad} outside 0..{spec.keypoint_count - 1}; fix the table")
-    return AccuracySpec(task, float(block.get("crop_factor", 1.0)), maps, dict(block.get("decoder") or {}))
+    return AccuracySpec(task, float(block.get("box_scale", 1.0)), maps, dict(block.get("decoder") or {}))
 
 
 def applicable(spec: ModelSpec, dataset: KeypointDataset) -> bool:
@@ -111,7 +111,7 @@ def predict(spec: ModelSpec, run: Runner, dataset: KeypointDataset, desc: str = 
     for inst in tqdm(dataset.instances, desc=desc, leave=False):
         if inst.image_id != img_id:
             img, img_id = load_rgb(inst.image), inst.image_id
-        framing = frame_instance(img, inst.bbox, inst.keypoints, spec.input, acc.crop_factor, table, spec.keypoint_count, convention)
+        framing = frame_instance(img, inst.bbox, inst.keypoints, spec.input, acc.box_scale, table, spec.keypoint_count, convention)
         out.append(Prediction(inst.image_id, inst.ann_id, *_infer(run, spec, framing.pixels, framing.to_image), protocol=framing.protocol))
     return out
 

@@ -50,7 +50,7 @@ def write_instance_manifest(
             digest = sha256_file(inst.image)
             files[digest] = inst.image
             found = truth_roi(inst.keypoints, table, spec.keypoint_count, rule) if rule is not None and table is not None else None
-            base = square_crop(inst.bbox, acc.crop_factor)
+            base = square_crop(inst.bbox, acc.box_scale)
             for k in range(per_instance):
                 sample = {
                     "id": f"{dataset.name}-{inst.ann_id}-{k}",

@@ -8,7 +8,7 @@ mapped back with :mod:`pipeline.roi.warp`. ``box`` is the upright crop described
 comparison and for models without an ROI convention.
 
 Single-person, face and hand models are evaluated top-down (as their pipelines run them after a
-detector): the ground-truth box, enlarged by the registry's ``accuracy.crop_factor`` and made
+detector): the ground-truth box, enlarged by the registry's ``accuracy.box_scale`` and made
 square around its centre, is cut out (black outside the image) and resized to the input size with
 the same code the calibration crops use (:func:`pipeline.calibration.images.crop_and_resize`, an
 antialiased resize: a plain affine warp would alias when a 500 px face becomes 192 px). The crop
@@ -94,7 +94,7 @@ class Framing:
     protocol: str  # "roi", "roi-upright" (a rotation keypoint unlabelled) or "box"
 
 
-def frame_instance(img: Image.Image, bbox: Sequence[float], keypoints: np.ndarray, spec: InputSpec, crop_factor: float,
+def frame_instance(img: Image.Image, bbox: Sequence[float], keypoints: np.ndarray, spec: InputSpec, box_scale: float,
                    table: Mapping[int, int] | None, keypoint_count: int, roi: RoiSpec | None) -> Framing:
     """The instance's ROI (protocol ``roi``: ``roi`` and ``table`` given) or its upright box crop.
 
@@ -105,5 +105,5 @@ def frame_instance(img: Image.Image, bbox: Sequence[float], keypoints: np.ndarra
     if found is not None:
         rect, rotated = found
         return Framing(warp(img, rect, spec, roi.border), lambda xy: to_image(xy, rect, spec), "roi" if rotated else "roi-upright")  # type: ignore[union-attr]
-    crop = square_crop(bbox, crop_factor)
+    crop = square_crop(bbox, box_scale)
     return Framing(crop_pixels(img, crop, spec), lambda xy: crop.to_image(xy, spec), "box")

@@ -2,8 +2,9 @@
 
 Photos are first split (a fixed per-photo split from the declaration, else a seeded draw of
 ``holdout_fraction``) so that no held-out photo ever calibrates a model. Samples are then drawn
-round-robin over the shuffled photos of a split: a random square crop of the photo, or, for a
-COCO source, a square crop around an annotated box enlarged by ``crop_scale``. The manifest says
+round-robin over the shuffled photos of a split: a random square crop of the photo (side a
+fraction ``random_crop_side`` of its short side), or, for a COCO source, a square crop around an
+annotated box enlarged by ``box_scale``. The manifest says
 how many distinct photos back the samples, because 100 crops of 13 photos are not 100 photos.
 """
 
@@ -31,7 +32,10 @@ class SamplingParams:
     num_calibration: int
     num_holdout: int
     seed: int
-    crop_scale_range: tuple[float, float]
+    #: params ``calibration.random_crop_side``: (min, max) side of a random square crop, as a
+    #: fraction of the photo's short side.
+    random_crop_side: tuple[float, float]
+    #: sources.yaml ``box_scale`` of a COCO source: an annotated box's enlargement.
     box_scale: float
     holdout_fraction: float
     allow_fewer: bool
@@ -58,7 +62,7 @@ def _crop(rng: np.random.Generator, photo: Photo, size: tuple[int, int], params:
         side = max(w, h) * params.box_scale
         cx, cy = x + w / 2, y + h / 2
         return [cx - side / 2, cy - side / 2, cx + side / 2, cy + side / 2]
-    lo, hi = params.crop_scale_range
+    lo, hi = params.random_crop_side
     side = rng.uniform(lo, hi) * min(width, height)
     x0 = rng.uniform(0, width - side)
     y0 = rng.uniform(0, height - side)

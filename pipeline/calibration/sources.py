@@ -20,6 +20,7 @@ import yaml
 from pipeline.calibration.images import IMAGE_SUFFIXES
 from pipeline.errors import PosezooError
 from pipeline.fetch import fetch, sha256_file
+from pipeline.registry import refuse_renamed
 
 
 @dataclass(frozen=True)
@@ -56,9 +57,12 @@ def _tiles(item: Mapping[str, Any], path: Path) -> list[tuple[int, int, int, int
 def load_declarations(path: Path) -> Mapping[str, Any]:
     """The ``sources`` mapping of a declarations file."""
     try:
-        return yaml.safe_load(path.read_text())["sources"]
+        sources = yaml.safe_load(path.read_text())["sources"]
     except (OSError, yaml.YAMLError, KeyError, TypeError) as err:
         raise PosezooError(f"{path}: cannot read calibration source declarations ({err}); fix the file") from err
+    for name, decl in sources.items():
+        refuse_renamed(decl, {"crop_scale": "box_scale"}, f"{path}: sources.{name}")
+    return sources
 
 
 def _pypi_photos(decl: Mapping[str, Any]) -> list[Photo]:

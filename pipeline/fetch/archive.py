@@ -1,9 +1,10 @@
-"""Safe extraction from zip and tar(.gz) archives (also wheels and sdists, which are both).
+"""Safe extraction of one member from zip and tar(.gz) archives (also wheels and sdists).
 
-Archives come from the internet, so nothing in them may write outside the destination:
-absolute paths, ``..`` components, links pointing outside and device files are refused with
+Archives come from the internet, so a member (or a link on the way to it) with an absolute
+path, ``..`` components, a link pointing outside the archive or a device file is refused with
 an error naming the archive and the member, before anything is written. Links inside the
-archive are allowed; :func:`extract_member` follows them to the file they name.
+archive are allowed; :func:`extract_member` follows them, by name within the archive (never
+through the file system), to the file they name and writes only that file's bytes.
 
 Both formats are first turned into a neutral list of :class:`_Entry`, so the safety rules are
 written once.
@@ -14,10 +15,8 @@ from __future__ import annotations
 import abc
 import contextlib
 import difflib
-import os
 import posixpath
 import re
-import shutil
 import stat
 import tarfile
 import zipfile
@@ -254,58 +253,3 @@ def extract_member(archive: Path, member: str, dest: Path, *, label: str | None 
         return Path(dest)
     finally:
         opened.close()
-
-
-def safe_extract_all(archive: Path, dest_dir: Path, *, label: str | None = None) -> list[Path]:
-    """Extract every member of ``archive`` into ``dest_dir``; return the non-directory paths.
-
-    Every member is checked before anything is written, and ``dest_dir`` appears all at once
-    (it is replaced if it exists), so a refused or interrupted extraction leaves nothing behind.
-    """
-    opened = _open_archive(Path(archive), label or str(archive))
-    try:
-        entries = [e for e in opened.entries() if e.name != "."]
-        for entry in entries:
-            _check(opened, entry)
-        with atomic_path(dest_dir) as tmp:
-            tmp.mkdir()
-            for entry in entries:
-                _materialize(opened, tmp.resolve(), entry)
-        return list(dict.fromkeys(Path(dest_dir) / e.name for e in entries if e.kind != "dir"))
-    finally:
-        opened.close()
-
-
-def _materialize(opened: _Archive, root: Path, entry: _Entry) -> None:
-    """Create one checked entry under ``root``.
-
-    The name checks in :func:`_check` are lexical; a chain of in-archive symlinks (``a -> .``,
-    then ``a/b -> ..``) can still resolve outside, so real paths are checked here as well.
-    """
-    path = root / entry.name
-    if not _inside(root, path.parent):
-        raise opened.refuse(entry.raw, "its directory resolves outside the destination through "
-                                       "a symlink in the archive")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if entry.kind == "dir":
-        path.mkdir(exist_ok=True)
-        return
-    if path.is_symlink() or path.is_file():
-        path.unlink()  # a repeated member replaces the earlier one; never write through a link
-    if entry.kind == "symlink":
-        if not _inside(root, path.parent / entry.target):
-            raise opened.refuse(entry.raw, f"symlink resolves outside the destination "
-                                           f"(-> {entry.target})")
-        os.symlink(entry.target, path)
-    elif entry.kind == "hardlink":
-        source = root / _normalize(entry.target)
-        if not (_inside(root, source) and source.is_file()):
-            raise opened.refuse(entry.raw, f"hardlink target {entry.target} is not a file "
-                                           "extracted before it")
-        shutil.copyfile(source, path)
-    else:
-        opened.copy(entry, path)
-
-
-def _inside(root: Path, path: Path) -> bool:
-    return Path(os.path.realpath(path)).is_relative_to(root)

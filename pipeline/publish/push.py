@@ -2,11 +2,12 @@
 
 Publishing is DVC's own ``push`` (content-addressed: a clone at the same commit gets the exact
 bytes with ``dvc pull`` or ``dvc artifacts get``); this module adds the checks a user would
-otherwise learn about from a broken clone: the ``artifacts:`` section matches the params, every
+otherwise learn about from a broken clone: ``artifacts/dvc.yaml`` matches the params, every
 stage is up to date with ``dvc.lock`` (else the remote would receive outputs no commit
 describes), and a remote is configured. The run-cache goes too (:mod:`.runcache`), so a teammate's
 ``dvc repro`` restores stages this machine ran instead of re-running them. ``dvc artifacts get`` finds an artifact through a git tag
-``<name>@<semver>`` (GTO's format), so ``--version`` registers the published commit under one.
+``artifacts=<name>@<semver>`` (GTO's format for ``artifacts:<name>``), so ``--version`` registers
+the published commit under one.
 """
 
 from __future__ import annotations
@@ -18,7 +19,12 @@ from typing import Any
 
 from pipeline.errors import PosezooError
 from pipeline.params import load_params
-from pipeline.publish.artifacts import expected_artifacts, stale_artifacts
+from pipeline.publish.artifacts import (
+    ARTIFACTS_FILE,
+    expected_artifacts,
+    full_name,
+    stale_artifacts,
+)
 from pipeline.publish.runcache import push_run_cache
 
 log = logging.getLogger("posezoo.publish")
@@ -36,15 +42,16 @@ def _repo(root: Path) -> Any:
 
 def _uncommitted(root: Path) -> list[str]:
     """Pipeline files whose working copy differs from git HEAD (a version tag would not describe them)."""
-    proc = subprocess.run(["git", "status", "--porcelain", "--", "dvc.yaml", "dvc.lock", "params.yaml"], cwd=root, capture_output=True, text=True)
+    proc = subprocess.run(["git", "status", "--porcelain", "--", "dvc.yaml", "dvc.lock", "params.yaml", str(ARTIFACTS_FILE)], cwd=root, capture_output=True, text=True)
     if proc.returncode:
         raise PosezooError(f"{root}: not a git repository ({proc.stderr.strip()[:200]}); versions are git tags, so run `git init` and commit first")
     return [line[3:] for line in proc.stdout.splitlines()]
 
 
 def register_version(root: Path, names: list[str], version: str) -> list[str]:
-    """Tag HEAD as ``<artifact>@<version>`` for every artifact (GTO's tag format, which
-    ``dvc artifacts get`` resolves); returns the tags. Push them with ``git push --tags``."""
+    """Register HEAD as ``<name>@<version>`` for every artifact name (``artifacts:<name>``; GTO
+    tags it ``artifacts=<name>@<version>``, which ``dvc artifacts get`` resolves); returns the
+    names with their version. Push the tags with ``git push --tags``."""
     import gto.api
     from gto.exceptions import GTOException
 
@@ -65,11 +72,11 @@ def publish(root: Path, remote: str | None, version: str | None = None) -> dict[
 
     params_path = Path(root) / "params.yaml"
     params = load_params(params_path)
-    stale = stale_artifacts(Path(root) / "dvc.yaml", params, params_path)
+    stale = stale_artifacts(Path(root) / ARTIFACTS_FILE, params, params_path)
     if stale:
         raise PosezooError(
-            f"{Path(root) / 'dvc.yaml'}: artifacts section out of date with params.yaml ({', '.join(stale[:4])}{' …' if len(stale) > 4 else ''}); "
-            "run `posezoo publish --sync-artifacts` and commit dvc.yaml"
+            f"{Path(root) / ARTIFACTS_FILE}: artifacts out of date with params.yaml ({', '.join(stale[:4])}{' …' if len(stale) > 4 else ''}); "
+            f"run `posezoo publish --sync-artifacts` and commit {ARTIFACTS_FILE}"
         )
     if version is not None:
         dirty = _uncommitted(Path(root))
@@ -93,7 +100,8 @@ def publish(root: Path, remote: str | None, version: str | None = None) -> dict[
         repo.close()
     artifacts = expected_artifacts(params, params_path)
     for name, entry in artifacts.items():
-        files = sorted(p.name for p in (Path(root) / entry["path"]).iterdir())
-        log.info("artifact %s: %s", name, ", ".join(files))
-    tags = register_version(Path(root), list(artifacts), version) if version is not None else []
-    return {"remote": remote, "pushed_files": pushed, "run_cache_uncached_objects": metrics_objects, "artifacts": sorted(artifacts), "tags": tags}
+        files = sorted(p.name for p in (Path(root) / ARTIFACTS_FILE.parent / entry["path"]).iterdir())
+        log.info("artifact %s: %s", full_name(name), ", ".join(files))
+    names = [full_name(name) for name in artifacts]
+    tags = register_version(Path(root), names, version) if version is not None else []
+    return {"remote": remote, "pushed_files": pushed, "run_cache_uncached_objects": metrics_objects, "artifacts": sorted(names), "tags": tags}

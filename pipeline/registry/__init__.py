@@ -81,6 +81,17 @@ class ModelSpec:
         return replace(self, input=replace(self.input, height=resolution, width=resolution))
 
 
+def refuse_renamed(block: Mapping[str, Any] | None, renamed: Mapping[str, str], where: str) -> None:
+    """One-line error for a YAML key that was renamed (old name → new name, same value and meaning).
+
+    Renames keep one name per meaning across params.yaml, calibration/sources.yaml and the
+    registry; a file still using an old name fails here instead of silently taking the default.
+    """
+    for old, new in renamed.items():
+        if isinstance(block, Mapping) and old in block:
+            raise PosezooError(f"{where}: '{old}' is now called '{new}' (same value, same meaning); rename it")
+
+
 def _require(entry: Mapping[str, Any], key: str, path: Path) -> Any:
     if key not in entry:
         raise PosezooError(f"{path}: registry entry has no '{key}'; add it (see face_landmark.yaml)")
@@ -118,6 +129,7 @@ def _parse(path: Path) -> ModelSpec:
         if extra:
             raise PosezooError(f"{path}: source '{source['id']}' lists resolutions {extra} the entry's resolutions {list(resolutions)} do not; add them there or remove them")
     keypoints = _require(entry, "keypoints", path)
+    refuse_renamed(entry.get("accuracy"), {"crop_factor": "box_scale"}, f"{path}: accuracy")
     return ModelSpec(
         name=name,
         path=path,

@@ -1,4 +1,4 @@
-"""``archive.extract_member`` / ``safe_extract_all``: useful extraction, refused attacks."""
+"""``archive.extract_member`` (what ``member:`` sources use): useful extraction, refused attacks."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PosezooError
-from pipeline.fetch.archive import extract_member, safe_extract_all
+from pipeline.fetch.archive import extract_member
 from tests.fetch.helpers import files_under, link, one_line_error, tar_bytes, zip_bytes
 
 
@@ -23,23 +23,18 @@ def write(tmp_path: Path, name: str, data: bytes) -> Path:
     ("a.tar.gz", tar_bytes([("pkg/model.bin", b"model"), ("top.txt", b"top"),
                             link("pkg/alias.bin", "model.bin")])),
 ])
-def test_extract_all_and_member(tmp_path: Path, name: str, data: bytes) -> None:
+def test_extract_member(tmp_path: Path, name: str, data: bytes) -> None:
     archive = write(tmp_path, name, data)
-    out = tmp_path / "out"
-    paths = safe_extract_all(archive, out)
-    assert out / "pkg" / "model.bin" in paths and (out / "top.txt").read_bytes() == b"top"
-    assert (out / "pkg" / "model.bin").read_bytes() == b"model"
-    member = extract_member(archive, "pkg/model.bin", tmp_path / "one.bin")
-    assert member.read_bytes() == b"model"
+    assert extract_member(archive, "pkg/model.bin", tmp_path / "one.bin").read_bytes() == b"model"
+    assert extract_member(archive, "./top.txt", tmp_path / "top.txt").read_bytes() == b"top"
+    assert files_under(tmp_path) == sorted([name, "one.bin", "top.txt"])  # only the asked files
 
 
 def test_member_symlink_inside_is_followed(tmp_path: Path) -> None:
     archive = write(tmp_path, "a.tar.gz", tar_bytes([("real/model.bin", b"model"),
                                                      link("alias.bin", "real/model.bin")]))
-    assert extract_member(archive, "alias.bin", tmp_path / "x").read_bytes() == b"model"
-    safe_extract_all(archive, tmp_path / "out")
-    assert (tmp_path / "out" / "alias.bin").is_symlink()
-    assert (tmp_path / "out" / "alias.bin").read_bytes() == b"model"
+    out = extract_member(archive, "alias.bin", tmp_path / "x")
+    assert out.read_bytes() == b"model" and not out.is_symlink()
 
 
 UNSAFE = [
@@ -62,20 +57,49 @@ def test_unsafe_archives_are_refused(tmp_path: Path, name: str, data: bytes, mem
                                      reason: str) -> None:
     archive = write(tmp_path, name, data)
     with pytest.raises(PosezooError) as excinfo:
-        safe_extract_all(archive, tmp_path / "out")
+        extract_member(archive, member, tmp_path / "one")
     one_line_error(excinfo, str(archive), repr(member), reason)
     with pytest.raises(PosezooError) as excinfo:
         extract_member(archive, member, tmp_path / "one", label="https://example.org/a")
     one_line_error(excinfo, "https://example.org/a", repr(member), reason)
-    assert files_under(tmp_path) == [name]  # nothing extracted, not even the safe members
+    assert files_under(tmp_path) == [name]  # nothing written
 
 
-def test_symlink_chain_escape_is_refused(tmp_path: Path) -> None:
-    # Each link looks harmless lexically; together "a/b" resolves to the parent of the root.
+#: A harmless-looking link (alias.bin) to one of the unsafe members above.
+CHAINED = [
+    ("symlink.tar.gz", tar_bytes([link("data/model.bin", "../../etc/passwd"), link("alias.bin", "data/model.bin")]),
+     "data/model.bin", "symlink points outside"),
+    ("hardlink.tar.gz", tar_bytes([link("model.bin", "../outside", tarfile.LNKTYPE), link("alias.bin", "model.bin")]),
+     "model.bin", "hardlink points outside"),
+]
+
+
+@pytest.mark.parametrize("name, data, member, reason", CHAINED)
+def test_a_link_to_an_unsafe_link_is_refused(tmp_path: Path, name: str, data: bytes, member: str, reason: str) -> None:
+    """Every link on the way to the file is checked, not only the member asked for."""
+    archive = write(tmp_path, name, data)
+    with pytest.raises(PosezooError) as excinfo:
+        extract_member(archive, "alias.bin", tmp_path / "one")
+    one_line_error(excinfo, str(archive), repr(member), reason)
+    assert files_under(tmp_path) == [name]
+
+
+@pytest.mark.parametrize("member", ["a/b", "a/b/passwd"])
+def test_symlink_chain_escape_is_refused(tmp_path: Path, member: str) -> None:
+    # Each link looks harmless lexically; together "a/b" would resolve to the parent of the root
+    # on a file system. Links are followed by name inside the archive, so there is nothing to find.
     archive = write(tmp_path, "chain.tar.gz", tar_bytes([link("a", "."), link("a/b", "..")]))
     with pytest.raises(PosezooError) as excinfo:
-        safe_extract_all(archive, tmp_path / "out")
-    one_line_error(excinfo, str(archive), "'a/b'", "outside the destination")
+        extract_member(archive, member, tmp_path / "out")
+    one_line_error(excinfo, str(archive), member)
+    assert files_under(tmp_path) == ["chain.tar.gz"]
+
+
+def test_link_loop_is_not_followed_forever(tmp_path: Path) -> None:
+    archive = write(tmp_path, "loop.tar.gz", tar_bytes([link("a", "b"), link("b", "a")]))
+    with pytest.raises(PosezooError) as excinfo:
+        extract_member(archive, "a", tmp_path / "out")
+    one_line_error(excinfo, str(archive), "not a regular file")
     assert not (tmp_path / "out").exists()
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from pipeline.cli import main
 from pipeline.errors import PosezooError
 from pipeline.footprint.targets import TARGETS_FILE, Target, judge, load_targets
 from stages import footprint as stage
@@ -21,8 +22,12 @@ def _run(*argv: str) -> None:
     stage.run(parser.parse_args(list(argv)))
 
 
-def test_stage_module_contract() -> None:
-    assert stage.__doc__ and isinstance(stage.HELP, str) and "\n" not in stage.HELP
+def test_posezoo_footprint_runs_this_stage(onnx_files: dict[str, Path], tmp_path: Path) -> None:
+    """``posezoo footprint`` (what dvc.yaml runs) dispatches to stages/footprint.py and writes the same file."""
+    assert main(["footprint", str(onnx_files["qdq"]), "--out", str(tmp_path / "cli.json")]) == 0
+    _run(str(onnx_files["qdq"]), "--out", str(tmp_path / "stage.json"))
+    assert (tmp_path / "cli.json").read_bytes() == (tmp_path / "stage.json").read_bytes()
+    assert main(["footprint", str(tmp_path / "missing.onnx"), "--out", str(tmp_path / "x.json")]) == 2
 
 
 def test_out_writes_dvc_friendly_metrics(onnx_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

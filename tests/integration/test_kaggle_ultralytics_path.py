@@ -176,6 +176,7 @@ def _pt_stand_in() -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow  # three posezoo subprocesses, each importing TensorFlow: 4-15 s
 def test_yolov8n_pose_checkpoint_is_fetched_verified_and_refused_by_convert(tmp_path: Path, server: FileServer, photo_folder: Path) -> None:  # noqa: F811
     builtin = next(s for s in yaml.safe_load((MODELS_DIR / f"{YOLO}.yaml").read_text())["sources"] if s["id"] == "ultralytics_pt")
     url_path = urlsplit(builtin["url"]).path

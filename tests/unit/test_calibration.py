@@ -20,7 +20,7 @@ SPEC = InputSpec(height=32, width=32, channels=3, layout="NHWC", color="RGB", va
 
 
 def params(**overrides: object) -> SamplingParams:
-    base = dict(num_calibration=10, num_holdout=4, seed=0, crop_scale_range=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False)
+    base = dict(num_calibration=10, num_holdout=4, seed=0, random_crop_side=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False)
     base.update(overrides)
     return SamplingParams(**base)  # type: ignore[arg-type]
 
@@ -130,3 +130,20 @@ def test_iter_inputs_yields_model_tensors(photo_folder: Path, tmp_path: Path) ->
     batches = list(iter_inputs(tmp_path / "m" / "manifest.json", SPEC, "NCHW"))
     assert len(batches) == 10
     assert all(x.shape == (1, 3, 32, 32) for _, x in batches)
+
+
+@pytest.mark.parametrize("params_text, sources_text, message", [
+    ("calibration: {source: s, crop_scale: [0.35, 1.0]}\n", "sources: {s: {kind: folder, path: .}}\n",
+     "params.yaml: calibration: 'crop_scale' is now called 'random_crop_side'"),
+    ("calibration: {source: s, random_crop_side: [0.35, 1.0]}\n", "sources: {s: {kind: coco, annotations: a.json, images: ., crop_scale: 1.25}}\n",
+     "sources.yaml: sources.s: 'crop_scale' is now called 'box_scale'"),
+], ids=["params", "sources"])
+def test_an_old_crop_key_names_its_new_name(tmp_path: Path, capsys: pytest.CaptureFixture[str], params_text: str, sources_text: str, message: str) -> None:
+    from pipeline.cli import main
+
+    (tmp_path / "params.yaml").write_text(params_text)
+    (tmp_path / "sources.yaml").write_text(sources_text)
+    code = main(["calibrate", "--params", str(tmp_path / "params.yaml"), "--declarations", str(tmp_path / "sources.yaml"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out").exists()

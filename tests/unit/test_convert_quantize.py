@@ -159,6 +159,7 @@ def test_canonical_names_make_equal_graphs_byte_identical() -> None:
     onnx.checker.check_model(a)
 
 
+@pytest.mark.slow
 def test_conversion_is_reproducible_across_processes(tmp_path: Path, tiny_model: Path) -> None:
     import subprocess
     import sys

@@ -150,7 +150,7 @@ def test_evaluate_cli_on_nested_keypoints(tmp_path: Path, monkeypatch: pytest.Mo
     registry.mkdir()
     entry_path = write_registry_entry(registry, "tiny_hand", tiny_model)
     entry = yaml.safe_load(entry_path.read_text())
-    entry["accuracy"] = {"task": "hand", "crop_factor": 1.2, "maps": {"hand21": {0: 0, 4: 1, 8: 2, 12: 3, 16: 4}}}
+    entry["accuracy"] = {"task": "hand", "box_scale": 1.2, "maps": {"hand21": {0: 0, 4: 1, 8: 2, 12: 3, 16: 4}}}
     entry_path.write_text(yaml.safe_dump(entry))
     monkeypatch.setenv("POSEZOO_REGISTRY", str(registry))
     monkeypatch.setenv("POSEZOO_CACHE", str(tmp_path / "cache"))

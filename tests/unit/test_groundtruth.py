@@ -41,7 +41,7 @@ decoder: {decoder}
 keypoints: {{count: 3}}
 accuracy:
   task: {task}
-  crop_factor: 1.6
+  box_scale: 1.6
   maps: {{{schema}: {json.dumps({str(k): v for k, v in table.items()})}}}
 """
     )

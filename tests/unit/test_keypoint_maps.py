@@ -33,7 +33,7 @@ FACE_SETS = {"ibug68": KEYPOINTS / "300w" / "test_300w.json", "wflw98": KEYPOINT
 #: tilted face resting on a shoulder); swapping the eyes or taking the nose for a mouth corner
 #: gave 0.3-1.0.
 MAX_POINT_ERROR = 0.25
-#: The mean over all mapped points and faces: 0.04 measured for FaceMesh at crop factor 1.4.
+#: The mean over all mapped points and faces: 0.04 measured for FaceMesh at box scale 1.4.
 MAX_MEAN_ERROR = 0.08
 
 
@@ -47,9 +47,9 @@ def test_every_model_has_a_consistent_accuracy_block(name: str) -> None:
     block = spec.raw["accuracy"]
     assert block["task"] in TASKS
     if is_multi_instance(spec):
-        assert "crop_factor" not in block  # whole-image evaluation: a crop factor would be unused
+        assert "box_scale" not in block  # whole-image evaluation: a box scale would be unused
     else:
-        assert 1.0 <= float(block["crop_factor"]) <= 2.0
+        assert 1.0 <= float(block["box_scale"]) <= 2.0
     assert block["maps"], "at least one dataset schema"
     for schema_name, table in _maps(spec).items():
         schema = load_schema(schema_name)
@@ -154,7 +154,7 @@ def test_face_maps_land_on_the_ground_truth(name: str) -> None:
     if model_file is None:
         pytest.skip(f"{name}: no TFLite / ONNX file here (fetch it, or export the float model, first)")
     run = runner_for(model_file, source_order=model_file.suffix == ".tflite")
-    factor = float(spec.raw["accuracy"]["crop_factor"])
+    factor = float(spec.raw["accuracy"]["box_scale"])
     errors, lines = [], []
     for schema_name, table in _maps(spec).items():
         schema = load_schema(schema_name)

@@ -226,6 +226,7 @@ def test_mse_range_trades_clipping_against_rounding() -> None:
 # --- exports --------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_default_config_is_the_original_export_byte_for_byte(tmp_path: Path, converted: Path, manifests: Path) -> None:
     """The old code path, inlined: MinMax quantize_static and an untouched TFLiteConverter."""
     import onnx
@@ -281,7 +282,7 @@ def test_split_quantization_with_unedited_statistics_is_the_converter(tmp_path: 
     assert files[0] == files[1]
 
 
-@pytest.mark.parametrize("method", ["percentile", "entropy", "mse"])
+@pytest.mark.parametrize("method", ["percentile", pytest.param("entropy", marks=pytest.mark.slow), "mse"])
 def test_shared_ranges_clip_the_outlier_identically_in_both_formats(tmp_path: Path, outlier: Path, manifests: Path, method: str) -> None:
     spec = load_model("tiny_landmarks").input
     manifest = manifests / "manifest.json"
@@ -309,6 +310,7 @@ def test_shared_ranges_clip_the_outlier_identically_in_both_formats(tmp_path: Pa
     assert _onnx_ranges(tmp_path / "mm.onnx")[scaled][1] > onnx_hi * 1.01
 
 
+@pytest.mark.slow
 def test_shared_ranges_are_deterministic_and_agree_on_the_tiny_model(tmp_path: Path, tiny_model: Path, converted: Path, manifests: Path) -> None:
     spec = load_model("tiny_landmarks")
     manifest = manifests / "manifest.json"

@@ -45,6 +45,7 @@ def _op_types(xml: Path) -> list[str]:
     return [op.get_type_name() for op in ov.Core().read_model(str(xml)).get_ordered_ops()]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("per_channel", [True, False], ids=["per_channel", "per_tensor"])
 def test_ir_is_int8_with_the_recipes_weight_scales_deterministic_and_close(tmp_path: Path, tiny_model: Path, float_onnx: Path, manifests: Path, per_channel: bool) -> None:
     spec = load_model("tiny_landmarks")
@@ -96,6 +97,7 @@ def test_settings_an_int8_ir_cannot_honour_are_refused(tmp_path: Path, float_onn
     assert not dest.exists() and not dest.with_suffix(".bin").exists()
 
 
+@pytest.mark.slow
 def test_shared_ranges_are_imposed_on_the_activation_quantizers(tmp_path: Path, float_onnx: Path, manifests: Path) -> None:
     """A percentile table (NNCF has no percentile estimator) sets the IR's activation ranges: every
     activation FakeQuantize whose tensor the table names takes its range, in NNCF's shape."""
@@ -125,6 +127,7 @@ def test_shared_ranges_are_imposed_on_the_activation_quantizers(tmp_path: Path, 
     assert any(clipped[n] < 0.99 * minmax[n] for n in set_here)  # the 99th percentile clips below MinMax
 
 
+@pytest.mark.slow
 def test_quantize_and_evaluate_stages_on_an_ir(tmp_path: Path, tiny_model: Path, float_onnx: Path, manifests: Path) -> None:
     from pipeline.cli import main
 

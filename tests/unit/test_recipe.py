@@ -8,7 +8,7 @@ import pytest
 
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
-from pipeline.quantize.recipe import recipe_for
+from pipeline.quantize.recipe import candidates_for, parse_recipe, recipe_for
 
 P = Path("params.yaml")
 
@@ -26,15 +26,25 @@ def test_recipe_gives_transforms_and_exporter_settings() -> None:
 
 
 def test_every_repository_recipe_is_valid_and_has_search_candidates() -> None:
-    """dvc.yaml declares quantize.search.candidates.<scheme> for each scheme's stages: DVC needs the key."""
+    """Each recipe of params.yaml reads back as written (no key dropped or misread), and each
+    model's search candidates are distinct variants of it with its contract (weights, activation
+    bits, fallback) untouched. dvc.yaml declares quantize.search.candidates.<scheme> for each
+    scheme's stages: DVC needs the key."""
     import yaml
 
     params = yaml.safe_load(Path(__file__).resolve().parents[2].joinpath("params.yaml").read_text())
     recipes = params["quantize"]["recipes"]
     assert set(params["quantize"]["schemes"]) <= set(recipes)
     assert set(params["quantize"]["search"]["candidates"]) == set(recipes)
-    described = {scheme: recipe_for(params, scheme, P).describe() for scheme in recipes}
-    assert described["per_tensor_fallback"] == "per_tensor, minmax"
+    for scheme, written in recipes.items():
+        recipe = recipe_for(params, scheme, P)
+        assert recipe.as_params() == written and parse_recipe(written, scheme, "params.yaml") == recipe, scheme
+        for model in params["models"]:
+            candidates, source = candidates_for(params, model, scheme, P)
+            assert len(set(candidates)) == len(candidates) and (source == "scheme") == (candidates == [recipe]), (model, scheme)
+            contract = (recipe.weights, recipe.config().activation_bits, recipe.fallback)
+            assert all((c.weights, c.config().activation_bits, c.fallback) == contract for c in candidates), (model, scheme)
+    assert recipe_for(params, "per_tensor_fallback", P).describe() == "per_tensor, minmax"
 
 
 def test_a_fallback_reference_is_this_recipe_with_its_changes() -> None:

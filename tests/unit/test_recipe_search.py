@@ -72,6 +72,7 @@ def _optimize(tmp_path: Path, float_dir: Path, manifests: Path, params: dict[str
     return json.loads((tmp_path / f"{name}.json").read_text())
 
 
+@pytest.mark.slow
 def test_search_builds_the_candidate_with_the_least_validation_drift(tmp_path: Path, outlier: Path, manifests: Path) -> None:  # noqa: F811
     """Both candidates are scored; the one drifting least (here the second: MinMax, 0.08 px against
     percentile's 0.10 px) is built in both formats, byte-identical to its recipe applied from scratch,
@@ -100,6 +101,7 @@ def test_search_builds_the_candidate_with_the_least_validation_drift(tmp_path: P
         assert (made["calibration"], made["recipe_source"], made["recipe"]) == (config.calibration, "search", report["recipe"])
 
 
+@pytest.mark.slow
 def test_search_stops_within_noise(tmp_path: Path, outlier: Path, manifests: Path) -> None:  # noqa: F811
     first = [{"bias_correction": False}, {"bias_correction": False, "calibration": "percentile"}]
     rows = _optimize(tmp_path, outlier, manifests, _params(first, stop=1.0), "stop")["search"]["candidates"]
@@ -117,6 +119,7 @@ def test_a_candidate_a_format_cannot_build_is_excluded() -> None:
     assert [exclusion(r, ["openvino"]) for r in pt] == [None, None]  # percentile ranges are imposed on the IR
 
 
+@pytest.mark.slow
 def test_several_candidates_need_a_validation_manifest(tmp_path: Path, outlier: Path, manifests: Path, capsys: pytest.CaptureFixture[str]) -> None:  # noqa: F811
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(_params([{}, {"calibration": "mse"}])))

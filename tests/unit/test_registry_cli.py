@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -62,6 +60,16 @@ def test_invalid_registry_entry_names_the_file(tmp_path: Path, monkeypatch: pyte
         load_model("broken")
 
 
+def test_old_accuracy_key_names_its_new_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    entry = yaml.safe_load((Path(load_model("face_landmark").path)).read_text())
+    entry["name"] = "old"
+    entry["accuracy"]["crop_factor"] = entry["accuracy"].pop("box_scale")
+    (tmp_path / "old.yaml").write_text(yaml.safe_dump(entry))
+    monkeypatch.setenv("POSEZOO_REGISTRY", str(tmp_path))
+    with pytest.raises(PosezooError, match=r"old\.yaml: accuracy: 'crop_factor' is now called 'box_scale'"):
+        load_model("old")
+
+
 def test_resolution_outside_the_registry_is_rejected() -> None:
     params = {"models": {"face_landmark": {"resolution": 320}}}
     with pytest.raises(PosezooError, match=r"models\.face_landmark\.resolution is 320; face_landmark\.yaml lists \[192\] as valid"):
@@ -92,13 +100,17 @@ def test_source_resolutions_must_be_listed_by_the_entry(tmp_path: Path, monkeypa
         load_model("wider")
 
 
-def test_cli_help_lists_every_stage() -> None:
-    out = subprocess.run([sys.executable, "-m", "pipeline.cli", "--help"], capture_output=True, text=True, check=True).stdout
+def test_cli_help_lists_every_stage(capsys: pytest.CaptureFixture[str]) -> None:
+    """In-process (a subprocess per stage re-imports TensorFlow: over a minute for a help text)."""
+    with pytest.raises(SystemExit, match="0"):
+        main(["--help"])
+    out = capsys.readouterr().out
     for stage in STAGES:
         assert stage in out
     for stage in STAGES:
-        sub = subprocess.run([sys.executable, "-m", "pipeline.cli", stage, "--help"], capture_output=True, text=True, check=True).stdout
-        assert f"posezoo {stage}" in sub
+        with pytest.raises(SystemExit, match="0"):
+            main([stage, "--help"])
+        assert f"posezoo {stage}" in capsys.readouterr().out
 
 
 def test_unknown_model_in_params_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

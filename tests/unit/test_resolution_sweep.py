@@ -55,6 +55,7 @@ def _stages(root: Path) -> int:
     return 0
 
 
+@pytest.mark.slow
 def test_the_swept_resolution_reaches_every_stage(project: Path) -> None:
     assert _stages(project) == 0
     report = json.loads((project / "convert.json").read_text())

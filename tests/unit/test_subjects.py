@@ -18,7 +18,7 @@ from pipeline.roi.conventions import roi_spec
 from pipeline.roi.detectors import Detection
 from pipeline.roi.geometry import Roi
 
-PARAMS = SamplingParams(num_calibration=30, num_holdout=12, seed=0, crop_scale_range=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False)
+PARAMS = SamplingParams(num_calibration=30, num_holdout=12, seed=0, random_crop_side=(0.5, 1.0), box_scale=1.25, holdout_fraction=0.34, allow_fewer=False)
 COUNTS = {"calibration": 30, "validation": 10, "holdout": 12}
 SPEC = InputSpec(32, 32, 3, "NHWC", "RGB", (0.0, 1.0), "stretch")
 
