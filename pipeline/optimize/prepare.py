@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Verification:
-    """Tolerances an equalized model is verified with (``convert.*``, ``models.<name>.verify``)."""
+    """Tolerances a transformed model is verified with: the equalized ONNX, then its SavedModel (``convert.*``, ``models.<name>.verify``)."""
 
     atol: float
     rtol: float
