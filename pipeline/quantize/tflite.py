@@ -56,7 +56,12 @@ from pipeline.convert.runners import onnx_input_layout
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
 from pipeline.quantize.preprocess import preprocess_onnx
-from pipeline.quantize.ranges import RangeCollector, RangeTable, chunks, ranges_of_preprocessed
+from pipeline.quantize.ranges import (
+    RangeCollector,
+    RangeTable,
+    chunks,
+    ranges_of_preprocessed,
+)
 from pipeline.quantize.tflite_match import match_to_onnx, tflite_tensor_values
 from pipeline.registry import InputSpec
 

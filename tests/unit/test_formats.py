@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from pipeline.errors import PosezooError
-from pipeline.formats import MODEL_SUFFIXES, OPENVINO_IR, TFLITE, VARIANT_FORMATS, named, of_file, source_format, variant_format
+from pipeline.formats import (
+    MODEL_SUFFIXES,
+    OPENVINO_IR,
+    TFLITE,
+    VARIANT_FORMATS,
+    named,
+    of_file,
+    source_format,
+    variant_format,
+)
 
 
 def test_an_ir_is_its_xml_and_bin_and_no_target_takes_it() -> None:
