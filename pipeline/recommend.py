@@ -14,6 +14,7 @@ from typing import Any, Mapping, Sequence
 
 from pipeline.errors import PosezooError
 from pipeline.footprint.targets import load_targets
+from pipeline.formats import named
 
 
 def _scheme(evaluate: Mapping[str, Any]) -> dict[str, Any]:
@@ -50,11 +51,8 @@ def recommend(model: str, variants: Sequence[tuple[Mapping[str, Any], Mapping[st
         for evaluate, footprint in variants:
             scheme = _scheme(evaluate)
             fit = footprint["targets"].get(name, {})
-            if footprint.get("format") == "openvino-ir":
-                # The targets' toolchains (STEdgeAI, eIQ / Vela) take TFLite or ONNX; the IR has no target estimate.
-                reason: str | None = "OpenVINO IR: the target's toolchain takes TFLite or ONNX"
-            else:
-                reason = _unsupported(scheme, caps) or (None if fit.get("fits") else "does not fit the target's memory")
+            kind = named(footprint.get("format"))
+            reason = (kind.not_on_targets() if kind is not None else None) or _unsupported(scheme, caps) or (None if fit.get("fits") else "does not fit the target's memory")
             candidates.append(
                 {
                     "variant": evaluate["variant"],

@@ -10,30 +10,29 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.errors import PosezooError
+from pipeline.formats import MODEL_SUFFIXES, source_format
 from pipeline.registry import ModelSpec
-
-EXTENSIONS = {"tflite": ".tflite", "tflite-int8": ".tflite", "onnx": ".onnx", "onnx-qdq": ".onnx", "openvino-ir": ".xml", "pytorch": ".pt", "keras": ".keras"}
 
 
 def extension(fmt: str) -> str:
     """File extension of a registry source ``format``."""
-    if fmt not in EXTENSIONS:
-        raise PosezooError(f"source format {fmt!r} is unknown; use one of {', '.join(EXTENSIONS)}")
-    return EXTENSIONS[fmt]
+    return source_format(fmt).suffix
 
 
 def model_file(source_dir: Path, fmt: str) -> Path:
-    """The model file inside a fetch output directory."""
-    path = Path(source_dir) / f"model{extension(fmt)}"
+    """The model file inside a fetch output directory (its companions, e.g. an IR's .bin, checked beside it)."""
+    kind = source_format(fmt)
+    path = Path(source_dir) / f"model{kind.suffix}"
     if not path.is_file():
         raise PosezooError(f"{path}: source model missing; run `posezoo fetch` (or `dvc repro`) first")
-    if fmt == "openvino-ir" and not path.with_suffix(".bin").is_file():
-        raise PosezooError(f"{path.with_suffix('.bin')}: the IR's weights are missing beside {path.name}; re-run `posezoo fetch` (the registry source needs a `weights:` entry)")
+    for companion in kind.companions:
+        if not path.with_suffix(companion.suffix).is_file():
+            raise PosezooError(f"{path.with_suffix(companion.suffix)}: {companion.what} are missing beside {path.name}; re-run `posezoo fetch` (the registry source needs a `weights:` entry)")
     return path
 
 
 def single_model(path: Path) -> Path:
-    """``path`` itself if it is a file, else the one .tflite/.onnx/.xml file in the directory ``path``.
+    """``path`` itself if it is a file, else the one model file (:data:`~pipeline.formats.MODEL_SUFFIXES`) in the directory ``path``.
 
     ``dvc.yaml`` names stage outputs by stage key; the file inside carries the variant name
     (``<model>_<res>_int8_<pc|pt>.<format>``), which only the quantize stage computes. An OpenVINO
@@ -44,9 +43,9 @@ def single_model(path: Path) -> Path:
         return path
     if not path.exists():
         raise PosezooError(f"{path}: no such model file or directory; check the path")
-    files = sorted(p for p in path.glob("*") if p.suffix in (".tflite", ".onnx", ".xml"))
+    files = sorted(p for p in path.glob("*") if p.suffix in MODEL_SUFFIXES)
     if len(files) != 1:
-        raise PosezooError(f"{path}: expected exactly one .tflite/.onnx/.xml file, found {len(files)}; run `posezoo quantize` first")
+        raise PosezooError(f"{path}: expected exactly one {'/'.join(MODEL_SUFFIXES)} file, found {len(files)}; run `posezoo quantize` first")
     return files[0]
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from pipeline.convert.runners import runner_for
 from pipeline.errors import PosezooError
 from pipeline.evaluate.drift import manifest_provenance, measure_drift
 from pipeline.params import get, load_params, model_for
-from pipeline.quantize.recipe import QUANT_SIDECAR
+from pipeline.quantize.sidecar import read_sidecar
 from pipeline.source_model import reference_model, single_model
 
 HELP = "measure int8-vs-float drift on held-out images and ground-truth accuracy on keypoint datasets"
@@ -79,9 +78,9 @@ def run(args: argparse.Namespace) -> None:
     int8 = single_model(args.int8)
     reference = reference_model(spec, args.source_dir, args.float_dir)
     result: dict[str, Any] = {"variant": int8.name, "model": spec.name, "resolution": resolution, "reference": str(reference.name)}
-    made = int8.with_name(int8.stem + QUANT_SIDECAR)
-    if made.is_file():  # how `posezoo quantize` made it (scheme, granularity, activation bits, float layers)
-        result["quantization"] = json.loads(made.read_text())
+    made = read_sidecar(int8)
+    if made is not None:  # how `posezoo quantize` made it (scheme, granularity, activation bits, float layers)
+        result["quantization"] = made
     if args.holdout:
         drift, rows = measure_drift(spec, reference, int8, args.holdout)
         result |= drift | {"holdout": manifest_provenance(args.holdout)}

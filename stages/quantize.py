@@ -3,8 +3,8 @@
 The recipe (weight granularity, calibration method, activation width) comes from `posezoo
 optimize`, which chose the model's recipe (``recipe.json``: searched, a per-model override or the scheme's own),
 applied its float-model transforms, chose its float fallback layers (``float_nodes.json``) and
-computed its shared activation ranges (``ranges.json``). Beside the model a ``<variant>.quant.json`` records how it was made, for
-`posezoo evaluate` and `posezoo recommend`.
+computed its shared activation ranges (``ranges.json``). Beside the model a ``<variant>.quant.json``
+(:mod:`pipeline.quantize.sidecar`) records how it was made, for `posezoo evaluate` and `posezoo recommend`.
 
 ``--format openvino`` writes an int8 OpenVINO IR (``<variant>.xml`` + ``<variant>.bin``) with
 NNCF from the same float ONNX (:mod:`pipeline.quantize.openvino`); it takes 8-bit recipes only,
@@ -15,17 +15,15 @@ an ``nncf`` block with NNCF's settings.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from pipeline.atomic import write_json
+from pipeline.formats import VARIANT_FORMATS, variant_format
 from pipeline.params import load_params, model_for
-from pipeline.quantize import FORMATS, variant_name
-from pipeline.quantize.onnx import quantize_onnx
-from pipeline.quantize.openvino import check_config, export_openvino_int8
+from pipeline.quantize import variant_name
+from pipeline.quantize.export import check_exportable, export_variant
 from pipeline.quantize.ranges import read_ranges
-from pipeline.quantize.recipe import FLOAT_NODES, QUANT_SIDECAR, RANGES, chosen_recipe
-from pipeline.quantize.tflite import quantize_tflite
+from pipeline.quantize.recipe import RANGES, chosen_float_nodes, chosen_recipe
+from pipeline.quantize.sidecar import sidecar_path, write_sidecar
 
 HELP = "export an int8 (or 16x8) TFLite / ONNX variant, or an int8 OpenVINO IR, of a quantization scheme"
 
@@ -33,7 +31,7 @@ HELP = "export an int8 (or 16x8) TFLite / ONNX variant, or an int8 OpenVINO IR, 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", required=True, help="registry name")
     parser.add_argument("--scheme", required=True, help="quantization scheme (params.yaml quantize.schemes / quantize.recipes)")
-    parser.add_argument("--format", required=True, choices=tuple(FORMATS), help="output format")
+    parser.add_argument("--format", required=True, choices=VARIANT_FORMATS, help="output format")
     parser.add_argument("--float-dir", required=True, type=Path, help="output directory of `posezoo optimize` (or `posezoo convert`)")
     parser.add_argument("--manifest", required=True, type=Path, help="calibration manifest")
     parser.add_argument("--params", type=Path, default=Path("params.yaml"), help="parameters file (models.<name>, quantize)")
@@ -44,42 +42,17 @@ def run(args: argparse.Namespace) -> None:
     params = load_params(args.params)
     spec, resolution = model_for(params, args.model, args.params)
     recipe, origin = chosen_recipe(params, args.scheme, args.float_dir, args.params)
-    chosen = args.float_dir / FLOAT_NODES
-    float_nodes = tuple(json.loads(chosen.read_text())["float_nodes"]) if chosen.is_file() else ()
-    config = recipe.config(float_nodes)
+    config = recipe.config(chosen_float_nodes(args.float_dir))
     stem = variant_name(spec.name, resolution, recipe.weights, config)
     stem = f"{stem}_{recipe.tag}" if recipe.tag else stem
     where = f"{args.params}: quantize.recipes.{args.scheme}"
-    if args.format == "openvino":
-        check_config(config, where)  # before the old outputs are removed
-    dest = args.out_dir / f"{stem}{FORMATS[args.format]}"
+    check_exportable(args.format, config, where)  # before the old outputs are removed
+    dest = args.out_dir / f"{stem}{variant_format(args.format).suffix}"
     args.out_dir.mkdir(parents=True, exist_ok=True)
+    keep = {p.name for p in (*variant_format(args.format).files(dest), sidecar_path(dest))}
     for stale in args.out_dir.iterdir():
-        if stale.name not in (dest.name, f"{stem}{QUANT_SIDECAR}") and not (args.format == "openvino" and stale.name == f"{stem}.bin"):
+        if stale.name not in keep:
             stale.unlink()
     table = read_ranges(args.float_dir / RANGES) if (args.float_dir / RANGES).is_file() else None
-    extra: dict[str, object] = {}
-    if args.format == "tflite":
-        quantize_tflite(args.float_dir / "saved_model", dest, args.manifest, spec.input, config, float_onnx=args.float_dir / "model.onnx", ranges=table)
-    elif args.format == "openvino":
-        extra["nncf"] = export_openvino_int8(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config, where, ranges=table)
-    else:
-        quantize_onnx(args.float_dir / "model.onnx", dest, args.manifest, spec.input, config, ranges=table)
-    write_json(
-        args.out_dir / f"{stem}{QUANT_SIDECAR}",
-        {
-            "scheme": args.scheme,
-            "granularity": recipe.weights,
-            "activation_bits": config.activation_bits,
-            "calibration": config.calibration,
-            **({"percentile": config.percentile} if config.calibration == "percentile" else {}),
-            "equalize": recipe.equalize,
-            "bias_correction": recipe.bias_correction,
-            **({"clip_headroom": recipe.clip_headroom} if recipe.clip_headroom is not None else {}),
-            "recipe": recipe.as_params(),
-            "recipe_source": origin,
-            "float_layers": len(config.float_nodes),
-            "float_nodes": list(config.float_nodes),
-            **extra,
-        },
-    )
+    extra = export_variant(args.format, args.float_dir, dest, args.manifest, spec.input, config, where, table)
+    write_sidecar(dest, args.scheme, recipe, origin, config, extra)

@@ -13,6 +13,7 @@ from pipeline.errors import PosezooError
 from pipeline.footprint.ir import Graph
 from pipeline.footprint.onnx_reader import parse_onnx, read_onnx
 from pipeline.footprint.tflite_reader import read_tflite
+from pipeline.formats import FORMATS, OPENVINO_IR, of_file
 
 #: TFLite's flatbuffer file identifier, stored at bytes 4..8.
 TFLITE_IDENTIFIER = b"TFL3"
@@ -21,8 +22,10 @@ TFLITE_IDENTIFIER = b"TFL3"
 def read_graph(path: Path | str) -> Graph:
     """Read ``path`` (TFLite or ONNX) into the common graph; PosezooError if it is neither."""
     path = Path(path)
-    if path.suffix.lower() == ".xml":
-        raise PosezooError(f"{path}: OpenVINO IR is not read by the footprint estimator (TFLite / ONNX only); use openvino_ir_sizes for its sizes")
+    kind = of_file(path)
+    if kind is not None and not kind.estimated:
+        readable = " / ".join(f.label for f in FORMATS if f.estimated)
+        raise PosezooError(f"{path}: {kind.label} is not read by the footprint estimator ({readable} only); use openvino_ir_sizes for an OpenVINO IR's sizes")
     try:
         data = path.read_bytes()
     except OSError as err:
@@ -75,10 +78,10 @@ def openvino_ir_sizes(path: Path | str) -> dict[str, Any]:
     total = sum(by_dtype.values())
     return {
         "model": path.name,
-        "format": "openvino-ir",
+        "format": OPENVINO_IR.name,
         "op_count": sum(1 for op in model.get_ordered_ops() if op.get_type_name() not in ("Parameter", "Result", "Constant")),
         "xml_bytes": path.stat().st_size,
-        "bin_bytes": path.with_suffix(".bin").stat().st_size,
+        "bin_bytes": OPENVINO_IR.files(path)[1].stat().st_size,
         "weights_bytes": total,
         "weights_kib": round(total / 1024, 2),
         "weights_by_dtype": dict(sorted(by_dtype.items())),

@@ -1,20 +1,40 @@
-"""Integer export: TFLite (TFLiteConverter) and ONNX QDQ (onnxruntime.quantization).
+"""Integer export: TFLite (TFLiteConverter), ONNX QDQ (onnxruntime.quantization), OpenVINO IR (NNCF).
 
 :class:`~pipeline.quantize.config.QuantConfig` says how (granularity, calibration method,
 8- or 16-bit activations, layers kept in float); :mod:`pipeline.quantize.ranges` computes shared
-activation ranges; :func:`~pipeline.quantize.tflite.quantize_tflite` and
-:func:`~pipeline.quantize.onnx.quantize_onnx` write the files.
+activation ranges; :mod:`pipeline.quantize.export` hands a prepared scheme to the exporter of a
+format (:mod:`~pipeline.quantize.tflite`, :mod:`~pipeline.quantize.onnx`,
+:mod:`~pipeline.quantize.openvino`), which writes the file; :mod:`pipeline.quantize.sidecar`
+records how. The file formats themselves are :mod:`pipeline.formats`.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Any, Mapping
+
+from pipeline.params import get
 from pipeline.quantize.config import CALIBRATIONS, QuantConfig, quantizable_layers
 
 GRANULARITIES = {"per_channel": "pc", "per_tensor": "pt"}
-#: int8 output formats and the model file suffix of each (an OpenVINO IR has its .bin beside the .xml).
-FORMATS = {"tflite": ".tflite", "onnx": ".onnx", "openvino": ".xml"}
 
-__all__ = ["CALIBRATIONS", "FORMATS", "GRANULARITIES", "QuantConfig", "quantizable_layers", "variant_name"]
+__all__ = ["CALIBRATIONS", "GRANULARITIES", "QuantConfig", "expected_variants", "quantizable_layers", "variant_key", "variant_name"]
+
+
+def expected_variants(params: Mapping[str, Any], params_path: Path) -> list[tuple[str, str]]:
+    """(scheme, format) of every variant a model has under the current params, schemes first.
+
+    ``quantize.schemes`` × ``quantize.formats``: exactly the variants dvc.yaml builds, so the
+    recommendation and the cards cover these and never a leftover of a removed scheme or format.
+    """
+    schemes = [str(s) for s in get(dict(params), "quantize.schemes", params_path)]
+    formats = [str(f) for f in get(dict(params), "quantize.formats", params_path)]
+    return [(s, f) for s in schemes for f in formats]
+
+
+def variant_key(model: str, scheme: str, fmt: str) -> str:
+    """``<model>-<scheme>-<format>``: the stage key of a variant, naming its metrics files and build folder."""
+    return f"{model}-{scheme}-{fmt}"
 
 
 def variant_name(model: str, resolution: int, granularity: str, config: QuantConfig | None = None) -> str:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from pipeline.errors import PosezooError
+from pipeline.quantize.preprocess import preprocess_onnx
 
 CALIBRATIONS = ("minmax", "percentile", "entropy", "mse")
 ACTIVATION_BITS = (8, 16)
@@ -86,11 +87,6 @@ class QuantConfig:
         return self.calibration != "minmax"
 
     @property
-    def is_default(self) -> bool:
-        """MinMax, int8 activations, nothing kept in float: the original export."""
-        return self.calibration == "minmax" and self.activation_bits == 8 and not self.float_nodes
-
-    @property
     def tag(self) -> str:
         """Short suffix naming the non-default choices (empty for the default config)."""
         parts = []
@@ -113,8 +109,6 @@ def quantizable_layers(float_onnx: Path) -> list[str]:
     import tempfile
 
     import onnx
-
-    from pipeline.quantize.ranges import preprocess_onnx
 
     graph = onnx.load(str(float_onnx), load_external_data=False).graph
     with tempfile.TemporaryDirectory(prefix="posezoo-layers-") as tmp:

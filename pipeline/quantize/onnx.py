@@ -30,7 +30,8 @@ from pipeline.calibration.reader import ManifestReader
 from pipeline.convert.runners import onnx_input_layout
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
-from pipeline.quantize.ranges import RangeTable, op_types_to_quantize, preprocess_onnx, ranges_of_preprocessed
+from pipeline.quantize.preprocess import op_types_to_quantize, preprocess_onnx
+from pipeline.quantize.ranges import RangeTable, ranges_of_preprocessed
 from pipeline.registry import InputSpec
 
 log = logging.getLogger(__name__)

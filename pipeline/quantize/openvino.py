@@ -234,32 +234,3 @@ def export_openvino_int8(
     _save_pair(quantized, dest)
     log.info("wrote %s (+ .bin; NNCF, %s, %s, %d float layers)", dest, "per-channel" if config.per_channel else "per-tensor", config.calibration, len(config.float_nodes))
     return settings(config) | ({"activation_range": config.calibration, "ranges": imposed} if imposed is not None else {})
-
-
-def weight_scale_shapes(xml: Path) -> list[tuple[str, tuple[int, ...]]]:
-    """(op name, shape of its weight scale) of every weighted op of a saved int8 IR, in graph order.
-
-    OpenVINO stores FakeQuantized weights as an int8 constant followed by Convert, an optional
-    Subtract (zero point) and a Multiply by the scale; a per-tensor weight's scale has one
-    element, a per-channel one has one per output channel. Ops whose weights are float are left out.
-    Used by the tests and handy to check an exported file.
-    """
-    import openvino as ov
-
-    found = []
-    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
-        if op.get_type_name() not in WEIGHTED_OPS:
-            continue
-        node = op.input_value(1).get_node()
-        while node.get_type_name() in ("Reshape", "Transpose", "Unsqueeze"):
-            node = node.input_value(0).get_node()
-        if node.get_type_name() != "Multiply":
-            continue
-        scale = next((node.input_value(i).get_node() for i in (0, 1) if node.input_value(i).get_node().get_type_name() == "Constant"), None)
-        data = node.input_value(0).get_node()
-        while data.get_type_name() in ("Subtract", "Convert"):
-            data = data.input_value(0).get_node()
-        if scale is None or data.get_type_name() != "Constant" or data.get_output_element_type(0) != ov.Type.i8:
-            continue
-        found.append((op.get_friendly_name(), tuple(int(d) for d in scale.get_output_shape(0))))
-    return found

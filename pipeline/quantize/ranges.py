@@ -22,7 +22,7 @@ intermediate output of one ``collect_data`` call in memory: 100 samples of Blaze
 histograms are merged across chunks by onnxruntime's own ``HistogramCollector``. Everything is
 deterministic: same model, manifest and settings give the same table.
 
-The TFLite exporter maps TFLite tensors onto these ONNX names with :func:`match_tensors` and,
+The TFLite exporter maps TFLite tensors onto these ONNX names (:mod:`pipeline.quantize.tflite_match`) and,
 for TFLite tensors with no ONNX counterpart, computes ranges on the TFLite float graph with
 :class:`RangeCollector` — the same onnxruntime collector and the same range function.
 """
@@ -37,14 +37,15 @@ import logging
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
 from pipeline.calibration.reader import iter_inputs
-from pipeline.convert.runners import onnx_input_layout, ort_session
+from pipeline.convert.runners import onnx_input_layout
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
+from pipeline.quantize.preprocess import op_types_to_quantize, preprocess_onnx
 from pipeline.registry import InputSpec
 
 log = logging.getLogger(__name__)
@@ -55,11 +56,6 @@ CHUNK = 10
 HIST_BINS = 2048
 #: Quantized bins of the entropy (KL) search: 128, TensorRT's value for 8-bit.
 ENTROPY_QUANTIZED_BINS = 128
-#: Samples on which TFLite and ONNX tensors are matched by value.
-MATCH_SAMPLES = 2
-#: Two tensors match when their sorted values differ by at most this fraction of max |x|
-#: (ORT and TFLite float kernels differ by ~1e-5 relative on these models).
-MATCH_RTOL = 1e-3
 
 
 @dataclass(frozen=True)
@@ -124,20 +120,6 @@ def read_ranges(path: Path) -> RangeTable:
 
 def _f32(x: Any) -> float:
     return float(np.float32(np.asarray(x, dtype=np.float32).reshape(-1)[0]))
-
-
-def preprocess_onnx(float_onnx: Path, dest: Path) -> None:
-    """onnxruntime's quantization pre-processing (symbolic shape inference + basic optimisation)."""
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    quant_pre_process(str(float_onnx), str(dest), skip_symbolic_shape=False)
-
-
-def op_types_to_quantize() -> list[str]:
-    """The op types ``quantize_static`` quantizes (and calibrates) by default, sorted."""
-    from onnxruntime.quantization.registry import QDQRegistry, QLinearOpsRegistry
-
-    return sorted(set(QLinearOpsRegistry) | set(QDQRegistry))
 
 
 class _ListReader:
@@ -350,52 +332,3 @@ def compute_ranges(float_onnx: Path, manifest: Path, spec: InputSpec, config: Qu
         table = ranges_of_preprocessed(pre, manifest, spec, config, onnx_input_layout(float_onnx))
     log.info("%s: %s ranges of %d activation tensors", float_onnx, config.calibration, len(table.ranges))
     return table
-
-
-def onnx_tensor_values(pre_onnx: Path, names: Iterable[str], inputs: list[np.ndarray]) -> dict[str, list[np.ndarray]]:
-    """Values of float tensors ``names`` of an ONNX graph on each input (graph inputs included)."""
-    import onnx
-
-    model = onnx.load(str(pre_onnx))
-    input_name = model.graph.input[0].name
-    names = list(dict.fromkeys(names))
-    wanted = [n for n in names if n != input_name]
-    existing = {o.name for o in model.graph.output}
-    model.graph.output.extend(onnx.helper.make_tensor_value_info(n, onnx.TensorProto.FLOAT, None) for n in wanted if n not in existing)
-    session = ort_session(model.SerializeToString(), optimization="none")
-    values: dict[str, list[np.ndarray]] = {n: [] for n in names}
-    for x in inputs:
-        outputs = dict(zip([o.name for o in session.get_outputs()], session.run(None, {input_name: x})))
-        for n in names:
-            values[n].append(np.array(x if n == input_name else outputs[n], dtype=np.float32, copy=True))
-    return values
-
-
-def match_tensors(tflite_values: Mapping[Any, list[np.ndarray]], onnx_values: Mapping[str, list[np.ndarray]]) -> dict[Any, str]:
-    """TFLite tensor -> ONNX tensor computing the same values, found by value.
-
-    onnx2tf does not carry ONNX names into TensorFlow (its Keras layers are auto-named
-    ``tf.nn.convolution_3``, ``tf.math.add_7``... and the TFLite converter joins fused ops' names),
-    so tensors are matched by what they hold: on each of the sample inputs, the sorted values of
-    both tensors (layout-free: NCHW and NHWC hold the same multiset) must agree within
-    :data:`MATCH_RTOL` of max |x|. Several ONNX tensors can hold the same values (an Identity, a
-    Flatten after a pooling): the closest, then the first in graph order, is taken — their
-    ranges are equal on the calibration data. Unmatched TFLite tensors are left out.
-    """
-    by_size: dict[int, list[tuple[str, list[np.ndarray]]]] = {}
-    for name, arrays in onnx_values.items():
-        by_size.setdefault(arrays[0].size, []).append((name, [np.sort(a, axis=None) for a in arrays]))
-    matches = {}
-    for key, arrays in tflite_values.items():
-        mine = [np.sort(np.asarray(a, dtype=np.float32), axis=None) for a in arrays]
-        best, best_distance = None, np.inf
-        for name, theirs in by_size.get(mine[0].size, []):
-            distance = 0.0
-            for a, b in zip(mine, theirs):
-                scale = max(float(np.max(np.abs(b))) if b.size else 0.0, 1e-6)
-                distance = max(distance, float(np.max(np.abs(a - b))) / scale if a.size else 0.0)
-            if distance <= MATCH_RTOL and distance < best_distance:
-                best, best_distance = name, distance
-        if best is not None:
-            matches[key] = best
-    return matches

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from pipeline.atomic import write_json
 from pipeline.errors import PosezooError
 from pipeline.params import get
 from pipeline.quantize.config import PARAM_KEYS, QuantConfig
@@ -40,8 +41,8 @@ RECIPE = "recipe.json"
 FLOAT_NODES = "float_nodes.json"
 #: File in a prepared-model directory holding the shared activation ranges (non-MinMax recipes).
 RANGES = "ranges.json"
-#: Suffix of the file beside each variant that records how it was made.
-QUANT_SIDECAR = ".quant.json"
+#: Layers a fallback search may keep in float when the recipe's ``fallback`` sets no ``max_layers``.
+FALLBACK_MAX_LAYERS = 64
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,12 @@ class Recipe:
             raise PosezooError(f"quantize.recipes.{self.scheme} has no fallback, so no reference")
         base = {k: v for k, v in self.as_params().items() if k != "fallback"}
         return parse_recipe({**base, **self.fallback.get("reference", DEFAULT_REFERENCE)}, self.scheme, f"quantize.recipes.{self.scheme}.fallback.reference")
+
+    def fallback_limits(self) -> tuple[float, int]:
+        """(drift budget relative to :meth:`reference`, most layers kept in float) of the fallback search."""
+        if self.fallback is None:
+            raise PosezooError(f"quantize.recipes.{self.scheme} has no fallback, so no fallback budget")
+        return float(self.fallback["budget"]), int(self.fallback.get("max_layers", FALLBACK_MAX_LAYERS))
 
     def config(self, float_nodes: tuple[str, ...] = ()) -> QuantConfig:
         """The exporter settings, with the fallback layers the search chose."""
@@ -192,6 +199,21 @@ def _candidate(base: Mapping[str, Any], change: Any, scheme: str, where: str) ->
     if touched:
         raise PosezooError(f"{where}: {', '.join(touched)} is the scheme's contract (what the target runs); define another scheme to change it")
     return parse_recipe({**base, **change}, scheme, where)
+
+
+def write_chosen(prepared_dir: Path, scheme: str, recipe: Recipe, origin: str, float_nodes: list[str]) -> None:
+    """Record in a prepared-model directory the recipe chosen for ``scheme`` and its fallback layers.
+
+    The quantize stages read them back with :func:`chosen_recipe` and :func:`chosen_float_nodes`.
+    """
+    write_json(Path(prepared_dir) / FLOAT_NODES, {"float_nodes": float_nodes})
+    write_json(Path(prepared_dir) / RECIPE, {"scheme": scheme, "source": origin, "recipe": recipe.as_params()})
+
+
+def chosen_float_nodes(prepared_dir: Path) -> tuple[str, ...]:
+    """The layers the fallback search kept in float (none for a directory without the record)."""
+    made = Path(prepared_dir) / FLOAT_NODES
+    return tuple(json.loads(made.read_text())["float_nodes"]) if made.is_file() else ()
 
 
 def chosen_recipe(params: Mapping[str, Any], scheme: str, prepared_dir: Path, path: Path) -> tuple[Recipe, str]:

@@ -25,8 +25,8 @@ from typing import Any, Callable
 
 from pipeline.errors import PosezooError
 from pipeline.evaluate.drift import measure_drift
+from pipeline.quantize.export import check_exportable
 from pipeline.quantize.onnx import quantize_onnx
-from pipeline.quantize.openvino import check_config
 from pipeline.quantize.ranges import RangeTable, compute_ranges
 from pipeline.quantize.recipe import Recipe
 from pipeline.registry import ModelSpec
@@ -50,9 +50,9 @@ class SearchResult:
 
 def exclusion(recipe: Recipe, formats: list[str]) -> str | None:
     """Why one of ``formats`` cannot export ``recipe`` (None: all can)."""
-    if "openvino" in formats:
+    for fmt in formats:
         try:
-            check_config(recipe.config(), "openvino")
+            check_exportable(fmt, recipe.config(), fmt)
         except PosezooError as err:
             return str(err).split(";")[0]
     return None

@@ -15,7 +15,7 @@ itself splits it: it calibrates (``_experimental_calibrate_only``: a float flatb
 activation tensors carry the observed min/max), then posezoo
 
 1. replaces each activation tensor's min/max with the shared range of the ONNX tensor holding the
-   same values (:func:`pipeline.quantize.ranges.match_tensors`; tensors with no ONNX counterpart —
+   same values (:mod:`pipeline.quantize.tflite_match`; tensors with no ONNX counterpart —
    onnx2tf's explicit Pad tensors in BlazePose — get ranges computed on the TFLite float graph by
    the same method, and are counted and logged), and
 2. quantizes the edited model as the converter would have: the MLIR quantizer
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import itertools
 import logging
 import re
 import tempfile
@@ -56,16 +55,14 @@ from pipeline.calibration.reader import iter_inputs
 from pipeline.convert.runners import onnx_input_layout
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
+from pipeline.quantize.preprocess import preprocess_onnx
 from pipeline.quantize.ranges import (
-    MATCH_SAMPLES,
     RangeCollector,
     RangeTable,
     chunks,
-    match_tensors,
-    onnx_tensor_values,
-    preprocess_onnx,
     ranges_of_preprocessed,
 )
+from pipeline.quantize.tflite_match import match_to_onnx, tflite_tensor_values
 from pipeline.registry import InputSpec
 
 log = logging.getLogger(__name__)
@@ -253,27 +250,6 @@ def _statistic_tensors(model: Any) -> list[int]:
     return found
 
 
-def _tflite_values(calibrated: bytes, indices: list[int], inputs: list[np.ndarray]) -> dict[int, list[np.ndarray]]:
-    """Values of tensors ``indices`` of a float TFLite flatbuffer on each input (reference kernels, no XNNPACK)."""
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
-
-    interpreter = Interpreter(
-        model_content=bytes(calibrated),
-        num_threads=1,
-        experimental_preserve_all_tensors=True,
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
-    )
-    interpreter.allocate_tensors()
-    (detail,) = interpreter.get_input_details()
-    values: dict[int, list[np.ndarray]] = {i: [] for i in indices}
-    for x in inputs:
-        interpreter.set_tensor(detail["index"], x)
-        interpreter.invoke()
-        for i in indices:
-            values[i].append(np.array(interpreter.get_tensor(i), dtype=np.float32, copy=True))
-    return values
-
-
 def _edit(calibrated: bytes, pre: Path, float_onnx: Path, manifest: Path, spec: InputSpec, config: QuantConfig, table: RangeTable | None,
           report: TfliteReport) -> tuple[bytes, list[str]]:
     """Impose the shared ranges on a calibrated flatbuffer and name the float layers' tensors."""
@@ -284,10 +260,7 @@ def _edit(calibrated: bytes, pre: Path, float_onnx: Path, manifest: Path, spec: 
     if table is not None:
         indices = _statistic_tensors(model)
         report.tensors = len(indices)
-        samples = [x for _, x in itertools.islice(iter_inputs(manifest, spec, "NHWC"), MATCH_SAMPLES)]
-        layout = onnx_input_layout(float_onnx)
-        onnx_inputs = [np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if layout == "NCHW" else x for x in samples]
-        matches = match_tensors(_tflite_values(calibrated, indices, samples), onnx_tensor_values(pre, table.ranges, onnx_inputs))
+        matches = match_to_onnx(calibrated, indices, pre, table.ranges, manifest, spec, onnx_input_layout(float_onnx))
         report.mapped = len(matches)
         chosen = {i: table.ranges[name] for i, name in matches.items()}
         unmapped = [i for i in indices if i not in matches]
@@ -295,7 +268,7 @@ def _edit(calibrated: bytes, pre: Path, float_onnx: Path, manifest: Path, spec: 
         if unmapped:
             collector = RangeCollector(config.calibration, config.percentile, config.activation_bits)
             for chunk in chunks(manifest, spec, "NHWC"):
-                values = _tflite_values(calibrated, unmapped, chunk)
+                values = tflite_tensor_values(calibrated, unmapped, chunk)
                 collector.collect({str(i): v for i, v in values.items()})
             chosen.update({int(k): v for k, v in collector.ranges().items()})
         for i, (lo, hi) in chosen.items():

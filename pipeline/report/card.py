@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.report import NOT_MEASURED
-from pipeline.report.collect import Benchmark, Drift, Footprint, ModelRecord
 from pipeline.report.model_io import TensorInfo
+from pipeline.report.records import Benchmark, Drift, Footprint, ModelRecord
 from pipeline.report.text import kib, link, num, pct, relative_link, signed_kib, table
 
 PLOT_NAME = "accuracy_vs_footprint.png"

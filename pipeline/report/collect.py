@@ -1,7 +1,7 @@
 """Read one run's params, metrics and variant files into a typed record per model.
 
 This is the only module of ``pipeline.report`` that touches the file system for inputs; the
-renderers (card, index, plots) get a :class:`ModelRecord` and never look anything up, so a card
+renderers (card, index, plots) get a :class:`~pipeline.report.records.ModelRecord` and never look anything up, so a card
 cannot show a figure that no metrics file holds.
 
 What is *required* and what is *optional* follows the pipeline: every file a stage of the current
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -23,203 +22,25 @@ import yaml
 
 from pipeline.errors import PosezooError
 from pipeline.footprint.targets import TARGETS_FILE
+from pipeline.formats import named, variant_format
 from pipeline.params import get, load_params, model_for
-from pipeline.registry import InputSpec
-from pipeline.report.model_io import ModelIO, read_io
-
-QUANT_SUFFIX = ".quant.json"
-#: Ground-truth figures in the order a card prefers one as "the" accuracy figure of a model.
-PRIMARY_GT = ("mean_oks", "coco_AP", "pck_0.2", "nme_interocular")
-
-
-@dataclass(frozen=True)
-class FileDigest:
-    """One file of a variant as published: its name, size and sha256."""
-
-    name: str
-    path: Path
-    size_bytes: int
-    sha256: str
-
-
-@dataclass(frozen=True)
-class TargetFit:
-    target: str
-    fits: bool
-    ram_headroom_bytes: int | None
-    flash_headroom_bytes: int | None
-
-
-@dataclass(frozen=True)
-class Footprint:
-    """Offline footprint of one model file (``posezoo footprint``)."""
-
-    macc: int | None  # None: not estimated (OpenVINO IR: the target estimator reads TFLite / ONNX)
-    weights_bytes: int
-    flash_bytes: int | None
-    activations_plan_bytes: int | None
-    targets: tuple[TargetFit, ...]
-
-    @property
-    def flash_kib(self) -> float | None:
-        return None if self.flash_bytes is None else self.flash_bytes / 1024
-
-    @property
-    def ram_kib(self) -> float:
-        return self.activations_plan_bytes / 1024
-
-
-@dataclass(frozen=True)
-class RuntimeLatency:
-    """Host latency of one runtime on one file; ``error`` set when the runtime could not run it."""
-
-    runtime: str
-    file: str
-    median_ms: float | None
-    p90_ms: float | None
-    min_ms: float | None
-    runs: int | None
-    versions: str | None
-    error: str | None
-
-
-@dataclass(frozen=True)
-class Benchmark:
-    """``metrics/benchmark/<key>.json`` (host CPU latency, not on-target)."""
-
-    key: str
-    host: Mapping[str, Any]
-    runtimes: tuple[RuntimeLatency, ...]
-    fastest: str | None
-
-    @property
-    def fastest_median_ms(self) -> float | None:
-        for r in self.runtimes:
-            if r.runtime == self.fastest and r.median_ms is not None:
-                return r.median_ms
-        return None
-
-
-@dataclass(frozen=True)
-class Drift:
-    """int8 vs float keypoint error on the held-out crops (``posezoo evaluate``)."""
-
-    mean_px: float
-    p95_px: float
-    max_px: float
-    mean_norm: float
-    p95_norm: float
-    max_norm: float
-    within_2pct: float
-    samples: int
-    input_size_px: float
-    holdout: str = ""  # what the held-out samples are (the manifest's note: subjects, photos)
-
-
-@dataclass(frozen=True)
-class GroundTruth:
-    """Float and int8 figures on one ground-truth dataset, and int8 − float."""
-
-    dataset: str
-    schema: str
-    task: str
-    float: Mapping[str, Any]
-    int8: Mapping[str, Any]
-    delta: Mapping[str, Any]
-    protocol: str = "box"  # how instances were framed: roi (deployment ROI from the ground truth) or box
-
-    def framing(self) -> str:
-        """How the instances were really framed, e.g. ``roi 8`` or ``roi 1, roi-upright 3``."""
-        counts = self.float.get("framing") or {}
-        return ", ".join(f"{k} {v}" for k, v in counts.items()) or self.protocol
-
-    def primary(self) -> str | None:
-        """The figure a summary shows for this dataset (OKS, AP, PCK or NME, the first present)."""
-        return next((k for k in PRIMARY_GT if isinstance(self.int8.get(k), (int, float))), None)
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One int8 variant: ``<model>-<scheme>-<format>`` of the current params."""
-
-    key: str
-    scheme: str
-    format: str
-    file: str  # the model file (an OpenVINO IR is named by its .xml)
-    files: tuple[FileDigest, ...]
-    quantization: Mapping[str, Any]
-    bias_corrected_layers: int | None
-    search: Mapping[str, Any] | None  # the optimize stage's recipe search of this scheme, when it ran
-    drift: Drift  # on the model's subject held-out ROIs (the headline figure)
-    off_subject: Drift | None  # on random crops of the held-out photos, when measured
-    accuracy: tuple[GroundTruth, ...]
-    footprint: Footprint
-    benchmark: Benchmark | None
-    io: ModelIO | None
-
-    @property
-    def size_bytes(self) -> int:
-        return sum(f.size_bytes for f in self.files)
-
-
-@dataclass(frozen=True)
-class Recommendation:
-    target: str
-    constraint: str
-    recommended: str | None
-    recommended_mean_px: float | None
-    eligible: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Export:
-    """One verified float export (ONNX, SavedModel) against the source model."""
-
-    name: str
-    max_abs_diff: float
-    keypoints_max_abs_diff: float | None
-    ok: bool
-
-
-@dataclass(frozen=True)
-class OutputInfo:
-    index: int
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class ModelRecord:
-    """Everything a card shows about one model, each figure from the file named in its docstring."""
-
-    name: str
-    task: str
-    description: str
-    framework: str
-    paper: str | None
-    provenance: str | None
-    license: str | None
-    source: Mapping[str, Any]
-    resolution: int
-    input: InputSpec
-    decoder: Mapping[str, Any]
-    keypoint_count: int
-    keypoint_output: int
-    accuracy_maps: tuple[str, ...]
-    reference_card: str | None
-    reference_figures: tuple[Mapping[str, Any], ...]
-    datasets: tuple[str, ...]
-    conversion_samples: int | None
-    conversion_atol: float | None
-    conversion_rtol: float | None
-    exports: tuple[Export, ...]
-    outputs: tuple[OutputInfo, ...]
-    float_footprint: Footprint
-    float_benchmark: Benchmark | None
-    variants: tuple[Variant, ...]
-    recommendations: tuple[Recommendation, ...]
-    target_descriptions: Mapping[str, str]
-    params_digest: str
-    inputs_digest: str
+from pipeline.quantize import expected_variants, variant_key
+from pipeline.quantize.sidecar import QUANT_SIDECAR, sidecar_path
+from pipeline.report.model_io import read_io
+from pipeline.report.records import (
+    Benchmark,
+    Drift,
+    Export,
+    FileDigest,
+    Footprint,
+    GroundTruth,
+    ModelRecord,
+    OutputInfo,
+    Recommendation,
+    RuntimeLatency,
+    TargetFit,
+    Variant,
+)
 
 
 class _Reader:
@@ -262,7 +83,8 @@ def footprint_from(doc: Mapping[str, Any], path: Path) -> Footprint:
         TargetFit(name, bool(t.get("fits")), t.get("ram_headroom_bytes"), t.get("flash_headroom_bytes"))
         for name, t in sorted(_field(doc, "targets", path).items())
     )
-    if doc.get("format") == "openvino-ir":  # sizes only: see pipeline.footprint.loader.openvino_ir_sizes
+    kind = named(doc.get("format"))
+    if kind is not None and not kind.estimated:  # sizes only: see pipeline.footprint.loader.openvino_ir_sizes
         return Footprint(None, int(_field(doc, "weights_bytes", path)), None, None, targets)
     return Footprint(
         macc=int(_field(doc, "macc", path)),
@@ -303,26 +125,23 @@ def drift_from(doc: Mapping[str, Any], path: Path) -> Drift:
     )
 
 
-def _variant_files(folder: Path, key: str, reader: _Reader) -> tuple[str, tuple[FileDigest, ...]]:
-    """The model file of ``build/int8/<key>/`` (any format) and the files it consists of.
+def _variant_files(folder: Path, key: str, fmt: str, reader: _Reader) -> tuple[str, tuple[FileDigest, ...]]:
+    """The model file of ``build/int8/<key>/`` (a ``fmt`` variant) and the files it consists of.
 
-    The folder holds one model file besides ``*.quant.json``; an OpenVINO IR is its ``.xml`` plus
-    the ``.bin`` of the same stem, both published, so both are sized and hashed.
+    The folder holds one model file and its companions (an OpenVINO IR's ``.bin`` beside its
+    ``.xml``) besides ``*.quant.json``; all are published, so all are sized and hashed.
     """
     if not folder.is_dir():
         raise PosezooError(f"{folder}: missing (the quantize stage writes it for variant {key}); run `dvc repro` first")
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(QUANT_SUFFIX))
-    xml = [p for p in files if p.suffix.lower() == ".xml"]
-    if len(xml) == 1:
-        model, parts = xml[0], [xml[0], *[p for p in files if p.suffix.lower() == ".bin" and p.stem == xml[0].stem]]
-        if len(parts) != 2 or len(files) != 2:
-            raise PosezooError(f"{folder}: an OpenVINO IR needs exactly {model.name} and {model.stem}.bin, found {[p.name for p in files]}; re-run the quantize stage")
-    elif len(files) == 1:
-        model, parts = files[0], [files[0]]
-    else:
-        raise PosezooError(f"{folder}: expected one model file besides *{QUANT_SUFFIX}, found {[p.name for p in files] or 'none'}; re-run the quantize stage")
+    kind = variant_format(fmt)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.endswith(QUANT_SIDECAR))
+    models = [p for p in files if p.suffix.lower() == kind.suffix]
+    parts = kind.files(models[0]) if len(models) == 1 else []
+    if not parts or sorted(parts) != files:
+        wanted = " + ".join(p.name for p in parts) or f"a {kind.suffix} file" + "".join(f" + its {c.suffix}" for c in kind.companions)
+        raise PosezooError(f"{folder}: expected one model file ({kind.label}: {wanted}) besides *{QUANT_SIDECAR}, found {[p.name for p in files] or 'none'}; re-run the quantize stage")
     digests = tuple(FileDigest(p.name, p, p.stat().st_size, _hash_into(reader, p, f"int8/{key}/{p.name}")) for p in parts)
-    return model.name, digests
+    return parts[0].name, digests
 
 
 def _hash_into(reader: _Reader, path: Path, logical: str) -> str:
@@ -350,8 +169,8 @@ def _checked(bench: Benchmark | None, names: set[str], path: Path) -> Benchmark 
 
 
 def _variant(model: str, scheme: str, fmt: str, metrics: Path, int8_dir: Path, reader: _Reader) -> Variant:
-    key = f"{model}-{scheme}-{fmt}"
-    file, files = _variant_files(int8_dir / key, key, reader)
+    key = variant_key(model, scheme, fmt)
+    file, files = _variant_files(int8_dir / key, key, fmt, reader)
     ev_path = metrics / "evaluate" / f"{key}.json"
     ev = reader.json(ev_path, f"metrics/evaluate/{key}.json", f"the evaluate stage (evaluate@{key})")
     if ev.get("variant") != file:
@@ -363,7 +182,7 @@ def _variant(model: str, scheme: str, fmt: str, metrics: Path, int8_dir: Path, r
         raise PosezooError(f"{fp_path}: measures '{fp['model']}' but {int8_dir / key} holds '{file}'; the metrics are stale, re-run `dvc repro`")
     opt_path = metrics / "optimize" / f"{model}-{scheme}.json"
     opt = reader.json(opt_path, f"metrics/optimize/{model}-{scheme}.json", f"the optimize stage (optimize@{model}-{scheme})")
-    quant_path = int8_dir / key / (Path(file).stem + QUANT_SUFFIX)
+    quant_path = sidecar_path(int8_dir / key / file)
     quantization = ev.get("quantization")
     if quantization is None and quant_path.is_file():
         quantization = reader.json(quant_path, f"int8/{key}/{quant_path.name}", "the quantize stage")
@@ -424,14 +243,6 @@ def params_digest(params: Mapping[str, Any]) -> str:
     return hashlib.sha256(json.dumps(subset, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def expected_variants(params: Mapping[str, Any], params_path: Path) -> tuple[list[str], list[str], list[str]]:
-    """(models, schemes, formats) of the current params: exactly the variants the cards cover."""
-    models = list(get(dict(params), "models", params_path))
-    schemes = [str(s) for s in get(dict(params), "quantize.schemes", params_path)]
-    formats = [str(f) for f in get(dict(params), "quantize.formats", params_path)]
-    return models, schemes, formats
-
-
 def _target_descriptions(reader: _Reader) -> dict[str, str]:
     doc = yaml.safe_load(reader.bytes(TARGETS_FILE, f"targets/{TARGETS_FILE.name}"))
     return {name: str(t.get("description", "")) for name, t in doc["targets"].items()}
@@ -442,8 +253,7 @@ def collect_model(name: str, params: Mapping[str, Any], params_path: Path, metri
     spec, resolution = model_for(dict(params), name, params_path)
     reader = _Reader()
     reader.bytes(spec.path, f"registry/{spec.path.name}")
-    _, schemes, formats = expected_variants(params, params_path)
-    variants = tuple(_variant(name, s, f, metrics, int8_dir, reader) for s in schemes for f in formats)
+    variants = tuple(_variant(name, s, f, metrics, int8_dir, reader) for s, f in expected_variants(params, params_path))
     conv_path = metrics / "convert" / f"{name}.json"
     conv = reader.json(conv_path, f"metrics/convert/{name}.json", f"the convert stage (convert@{name})")
     ffp_path = metrics / "footprint" / f"{name}-float-onnx.json"
@@ -491,5 +301,4 @@ def collect_model(name: str, params: Mapping[str, Any], params_path: Path, metri
 def collect(params_path: Path, metrics: Path, int8_dir: Path) -> list[ModelRecord]:
     """Records of every model of the params file, in params order."""
     params = load_params(params_path)
-    models, _, _ = expected_variants(params, params_path)
-    return [collect_model(m, params, params_path, metrics, int8_dir) for m in models]
+    return [collect_model(m, params, params_path, metrics, int8_dir) for m in get(dict(params), "models", params_path)]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from pipeline.report import NOT_MEASURED
-from pipeline.report.collect import ModelRecord, Variant
+from pipeline.report.records import ModelRecord, Variant
 from pipeline.report.text import kib, num, pct, table
 
 

@@ -11,8 +11,10 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from pipeline.errors import PosezooError
+from pipeline.formats import ONNX, OPENVINO_IR, TFLITE, of_file
 
 
 @dataclass(frozen=True)
@@ -34,17 +36,14 @@ class ModelIO:
 
 def read_io(path: Path) -> ModelIO | None:
     """Inputs and outputs of a .tflite, .onnx or OpenVINO .xml file; None for other formats."""
-    suffix = path.suffix.lower()
+    kind = of_file(path)
+    reader = _READERS.get(kind.name) if kind is not None else None
+    if reader is None:
+        return None
     try:
-        if suffix == ".tflite":
-            return _tflite(path)
-        if suffix == ".onnx":
-            return _onnx(path)
-        if suffix == ".xml":
-            return _openvino_ir(path)
+        return reader(path)
     except (OSError, ValueError, ET.ParseError) as err:
         raise PosezooError(f"{path}: cannot read the model's inputs/outputs ({err}); re-run `dvc repro` to rebuild it") from err
-    return None
 
 
 def _tflite(path: Path) -> ModelIO:
@@ -116,3 +115,7 @@ def _openvino_ir(path: Path) -> ModelIO:
             et = port.get("precision", "?").lower() if port is not None else "?"
             outputs.append(TensorInfo(layer.get("name", ""), dims(port), _IR_TYPES.get(et, et)))
     return ModelIO(tuple(inputs), tuple(outputs))
+
+
+#: The reader of each format (by :attr:`~pipeline.formats.ModelFormat.name`).
+_READERS: dict[str, Callable[[Path], ModelIO]] = {TFLITE.name: _tflite, ONNX.name: _onnx, OPENVINO_IR.name: _openvino_ir}

@@ -12,7 +12,7 @@ import csv
 import io
 from typing import Sequence
 
-from pipeline.report.collect import ModelRecord, Variant
+from pipeline.report.records import ModelRecord, Variant
 
 CSV_COLUMNS = (
     "model", "variant", "format", "scheme", "resolution", "weights_flash_kib", "activation_ram_kib", "macc_m",
@@ -57,7 +57,7 @@ def render_png(record: ModelRecord) -> bytes:
     markers = "osD^v<>ph*"
     ax = axes[0]
     for i, v in enumerate(record.variants):
-        if v.footprint.flash_bytes is None:  # no flash estimate (OpenVINO IR): nothing to place on this axis
+        if v.footprint.flash_bytes is None:  # no flash estimate (a format the estimator does not read): nothing to place here
             continue
         x, y = v.footprint.flash_bytes / 1024, 100.0 * v.drift.mean_norm
         ax.scatter([x], [y], marker=markers[i % len(markers)], s=48, label=_label(v))

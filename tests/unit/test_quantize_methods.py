@@ -73,7 +73,7 @@ def _scaled_tensor(float_onnx: Path) -> str:
 
     import onnx
 
-    from pipeline.quantize.ranges import preprocess_onnx
+    from pipeline.quantize.preprocess import preprocess_onnx
 
     with tempfile.TemporaryDirectory() as tmp:
         preprocess_onnx(float_onnx, Path(tmp) / "pre.onnx")

@@ -14,7 +14,7 @@ from pipeline.convert.tflite_to_onnx import tflite_to_onnx
 from pipeline.errors import PosezooError
 from pipeline.evaluate.drift import measure_drift
 from pipeline.quantize.config import QuantConfig
-from pipeline.quantize.openvino import export_openvino_int8, weight_scale_shapes
+from pipeline.quantize.openvino import WEIGHTED_OPS, export_openvino_int8
 from pipeline.registry import load_model
 
 from tests.conftest import TINY_SIZE, photo_manifests
@@ -39,6 +39,34 @@ def float_onnx(tmp_path_factory: pytest.TempPathFactory, tiny_model: Path) -> Pa
     return out
 
 
+def _weight_scale_shapes(xml: Path) -> list[tuple[str, tuple[int, ...]]]:
+    """(op name, shape of its weight scale) of every weighted op of a saved int8 IR, in graph order.
+
+    OpenVINO stores FakeQuantized weights as an int8 constant followed by Convert, an optional
+    Subtract (zero point) and a Multiply by the scale; a per-tensor weight's scale has one
+    element, a per-channel one has one per output channel. Ops whose weights are float are left out.
+    """
+    import openvino as ov
+
+    found = []
+    for op in ov.Core().read_model(str(xml)).get_ordered_ops():
+        if op.get_type_name() not in WEIGHTED_OPS:
+            continue
+        node = op.input_value(1).get_node()
+        while node.get_type_name() in ("Reshape", "Transpose", "Unsqueeze"):
+            node = node.input_value(0).get_node()
+        if node.get_type_name() != "Multiply":
+            continue
+        scale = next((node.input_value(i).get_node() for i in (0, 1) if node.input_value(i).get_node().get_type_name() == "Constant"), None)
+        data = node.input_value(0).get_node()
+        while data.get_type_name() in ("Subtract", "Convert"):
+            data = data.input_value(0).get_node()
+        if scale is None or data.get_type_name() != "Constant" or data.get_output_element_type(0) != ov.Type.i8:
+            continue
+        found.append((op.get_friendly_name(), tuple(int(d) for d in scale.get_output_shape(0))))
+    return found
+
+
 def _op_types(xml: Path) -> list[str]:
     import openvino as ov
 
@@ -59,7 +87,7 @@ def test_ir_is_int8_with_the_recipes_weight_scales_deterministic_and_close(tmp_p
     assert sorted(p.name for p in first.parent.iterdir()) == ["m.bin", "m.xml"]  # no temporaries left
     assert made["nncf_bias_correction"] is False and made["weights_per_channel"] is per_channel
 
-    scales = weight_scale_shapes(first)
+    scales = _weight_scale_shapes(first)
     assert [name for name, _ in scales] == WEIGHTED  # every weighted layer has int8 weights
     for (_, shape), channels in zip(scales, CHANNELS):
         if per_channel:
@@ -77,7 +105,7 @@ def test_float_nodes_stay_float(tmp_path: Path, float_onnx: Path, manifests: Pat
     spec = load_model("tiny_landmarks").input
     dest = tmp_path / "fb.xml"
     export_openvino_int8(float_onnx, dest, manifests / "manifest.json", spec, QuantConfig(False, float_nodes=("Conv_4", "MatMul_8")))
-    assert [name for name, _ in weight_scale_shapes(dest)] == ["Conv_0/WithoutBiases", "Conv_2/WithoutBiases", "MatMul_10"]
+    assert [name for name, _ in _weight_scale_shapes(dest)] == ["Conv_0/WithoutBiases", "Conv_2/WithoutBiases", "MatMul_10"]
 
 
 @pytest.mark.parametrize(

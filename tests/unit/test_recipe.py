@@ -22,7 +22,7 @@ def test_recipe_gives_transforms_and_exporter_settings() -> None:
     recipe = recipe_for(params, "pt", P)
     assert (recipe.per_channel, recipe.equalize, recipe.bias_correction, recipe.tag) == (False, True, True, "eq_bc")
     assert recipe.config(("Conv_3",)) == QuantConfig(False, "mse", float_nodes=("Conv_3",))
-    assert recipe_for(params, "per_channel", P).config().is_default
+    assert recipe_for(params, "per_channel", P).config() == QuantConfig(True)  # MinMax, 8-bit, no float layers: the original export
 
 
 def test_every_repository_recipe_is_valid_and_has_search_candidates() -> None:

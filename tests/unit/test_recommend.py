@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+import json
+from pathlib import Path
 
+import pytest
+import yaml
+
+from pipeline.cli import main
 from pipeline.errors import PosezooError
 from pipeline.recommend import recommend
 
@@ -61,3 +66,21 @@ def test_an_openvino_ir_is_never_recommended_for_a_target() -> None:
     assert all(t["recommended"] == "m_pc.tflite" for name, t in result.items() if name != "stm32mp2")
     reasons = {c["variant"]: c.get("reason") for c in result["stm32n6"]["candidates"]}
     assert reasons["m_pc.xml"] == "OpenVINO IR: the target's toolchain takes TFLite or ONNX"
+
+
+def test_the_stage_recommends_among_the_variants_of_the_current_params(tmp_path: Path) -> None:
+    """Metrics a removed scheme left behind are never candidates; a missing one of the params is an error."""
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({"quantize": {"schemes": ["per_tensor"], "formats": ["tflite", "onnx"]}}))
+    for key, granularity, mean_px in [("per_tensor-tflite", "per_tensor", 3.0), ("per_tensor-onnx", "per_tensor", 2.0), ("removed-onnx", "per_tensor", 0.5)]:
+        evaluate, footprint = _variant(f"m_{key}", granularity, mean_px)
+        for folder, doc in (("evaluate", evaluate), ("footprint", footprint)):
+            (tmp_path / folder).mkdir(exist_ok=True)
+            (tmp_path / folder / f"m-{key}.json").write_text(json.dumps(doc))
+    common = ["recommend", "--model", "m", "--params", str(params), "--evaluate-dir", str(tmp_path / "evaluate"), "--footprint-dir", str(tmp_path / "footprint")]
+    assert main([*common, "--out", str(tmp_path / "out.json")]) == 0
+    result = json.loads((tmp_path / "out.json").read_text())["targets"]
+    assert result["stm32mp2"]["recommended"] == "m_per_tensor-onnx"
+    assert {c["variant"] for c in result["stm32mp2"]["candidates"]} == {"m_per_tensor-tflite", "m_per_tensor-onnx"}
+    (tmp_path / "evaluate" / "m-per_tensor-tflite.json").unlink()
+    assert main([*common, "--out", str(tmp_path / "again.json")]) == 2
