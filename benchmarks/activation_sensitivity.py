@@ -30,7 +30,8 @@ from pipeline.optimize.graph import Graph  # noqa: E402
 from pipeline.params import load_params, model_for  # noqa: E402
 from pipeline.quantize.config import QuantConfig  # noqa: E402
 from pipeline.quantize.onnx import quantize_onnx  # noqa: E402
-from pipeline.quantize.ranges import compute_ranges, preprocess_onnx  # noqa: E402
+from pipeline.quantize.preprocess import preprocess_onnx  # noqa: E402
+from pipeline.quantize.ranges import compute_ranges  # noqa: E402
 
 
 def gated_model(pre: Path, tensors: list[str], ranges: dict[str, tuple[float, float]]) -> tuple[bytes, list[str]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 from pipeline.atomic import write_json
 from pipeline.footprint import estimate, format_text, select_targets, to_json
 from pipeline.footprint.loader import openvino_ir_sizes
+from pipeline.formats import of_file
 from pipeline.source_model import single_model
 
 HELP = "weights flash, activation RAM and MACC of a .tflite/.onnx model, and the fit per target"
@@ -36,7 +37,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> None:
     targets = select_targets(args.target)
     model = single_model(args.model)
-    if model.suffix == ".xml":  # an int8 OpenVINO IR: its own sizes only, no estimate (see openvino_ir_sizes)
+    fmt = of_file(model)
+    if fmt is not None and not fmt.estimated:  # an int8 OpenVINO IR: its own sizes only, no estimate (see openvino_ir_sizes)
         sizes = openvino_ir_sizes(model)
         if args.out:
             write_json(args.out, sizes)

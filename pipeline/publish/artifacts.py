@@ -26,6 +26,7 @@ from typing import Any
 from pipeline.atomic import write_text
 from pipeline.errors import PosezooError
 from pipeline.params import get, model_for
+from pipeline.quantize import expected_variants, variant_key
 
 SECTION = "artifacts"
 #: The dvc.yaml holding the artifacts, relative to the project root.
@@ -38,7 +39,7 @@ _HEADER = (
 
 def artifact_name(model: str, scheme: str, fmt: str) -> str:
     """DVC artifact names allow lower-case letters, digits and dashes: the stage key, dashed."""
-    return f"{model}-{scheme}-{fmt}".replace("_", "-").lower()
+    return variant_key(model, scheme, fmt).replace("_", "-").lower()
 
 
 def full_name(name: str) -> str:
@@ -52,15 +53,14 @@ def expected_artifacts(params: dict[str, Any], params_path: Path) -> dict[str, d
     for model in get(params, "models", params_path):
         spec, resolution = model_for(params, model, params_path)
         description = " ".join(str(spec.raw.get("description", spec.name)).split())
-        for scheme in get(params, "quantize.schemes", params_path):
-            for fmt in get(params, "quantize.formats", params_path):
-                entries[artifact_name(model, scheme, fmt)] = {
-                    "path": posixpath.relpath(f"build/int8/{model}-{scheme}-{fmt}", ARTIFACTS_FILE.parent.as_posix()),
-                    "type": "model",
-                    "desc": f"{spec.name} {resolution}x{resolution}, int8 {scheme} {fmt} (recipe quantize.recipes.{scheme}). {description}",
-                    "labels": [str(spec.raw.get("task", "pose")), scheme, fmt, f"{resolution}px"],
-                    "meta": {"model": spec.name, "scheme": scheme, "format": fmt, "resolution": resolution, "source": spec.source["id"]},
-                }
+        for scheme, fmt in expected_variants(params, params_path):
+            entries[artifact_name(model, scheme, fmt)] = {
+                "path": posixpath.relpath(f"build/int8/{variant_key(model, scheme, fmt)}", ARTIFACTS_FILE.parent.as_posix()),
+                "type": "model",
+                "desc": f"{spec.name} {resolution}x{resolution}, int8 {scheme} {fmt} (recipe quantize.recipes.{scheme}). {description}",
+                "labels": [str(spec.raw.get("task", "pose")), scheme, fmt, f"{resolution}px"],
+                "meta": {"model": spec.name, "scheme": scheme, "format": fmt, "resolution": resolution, "source": spec.source["id"]},
+            }
     return entries
 
 

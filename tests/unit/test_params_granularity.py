@@ -2,7 +2,8 @@
 
 `dvc status --json` in a scratch copy of this checkout's dvc.yaml + dvc.lock with swept params:
 the stages whose params changed must all belong to the swept scheme (plus `cards`, which renders
-every scheme). Without a sweep no stage may report a params change, so the committed dvc.lock is
+every scheme, and, when the sweep changes the list of variants, each model's `recommend`, which
+chooses among them). Without a sweep no stage may report a params change, so the committed dvc.lock is
 checked to match params.yaml too.
 """
 
@@ -46,9 +47,11 @@ def _per_tensor_entropy(params: dict[str, Any]) -> None:
     params["quantize"]["recipes"]["per_tensor"]["calibration"] = "entropy"
 
 
-@pytest.mark.parametrize(("sweep", "scheme"), [(_add_a16w8, "a16w8"), (_per_tensor_entropy, "per_tensor")])
-def test_a_swept_scheme_reruns_only_its_stages(tmp_path: Path, sweep: Callable[[dict[str, Any]], None], scheme: str) -> None:
+@pytest.mark.parametrize(("sweep", "scheme", "new_variants"), [(_add_a16w8, "a16w8", True), (_per_tensor_entropy, "per_tensor", False)])
+def test_a_swept_scheme_reruns_only_its_stages(tmp_path: Path, sweep: Callable[[dict[str, Any]], None], scheme: str,
+                                               new_variants: bool) -> None:
     changed = _params_changed(tmp_path, sweep)
     ours = {s for s in changed if f"-{scheme}" in s}
     assert {s.split("@")[0] for s in ours} >= {"optimize", "quantize"}
-    assert changed - ours == {"cards"}
+    models = yaml.safe_load((REPO / "params.yaml").read_text())["models"]
+    assert changed - ours == {"cards"} | ({f"recommend@{m}" for m in models} if new_variants else set())
