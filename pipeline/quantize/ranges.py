@@ -57,9 +57,13 @@ HIST_BINS = 2048
 ENTROPY_QUANTIZED_BINS = 128
 #: Samples on which TFLite and ONNX tensors are matched by value.
 MATCH_SAMPLES = 2
-#: Two tensors match when their sorted values differ by at most this fraction of max |x|
-#: (ORT and TFLite float kernels differ by ~1e-5 relative on these models).
-MATCH_RTOL = 1e-3
+#: Two tensors match when their sorted values differ by at most this fraction of max |x|.
+#: ORT and TFLite float kernels drift apart through the graph: on BlazePose's last layers a
+#: tensor and its counterpart differ by up to 1.6e-3 (2.4e-3 with other ORT / LiteRT kernels),
+#: while any other tensor of the same size is 5e-2 or more away. The bound sits between the two
+#: with a wide margin on both sides: at 1e-3 it cut through the drift, so which tensors matched
+#: depended on the float kernels' rounding (CPU dispatch, blocking), i.e. on the machine.
+MATCH_RTOL = 1e-2
 
 
 @dataclass(frozen=True)
