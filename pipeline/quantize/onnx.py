@@ -30,7 +30,7 @@ from pipeline.calibration.reader import ManifestReader
 from pipeline.convert.runners import onnx_input_layout
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
-from pipeline.quantize.ranges import RangeTable, op_types_to_quantize, preprocess_onnx, ranges_of_preprocessed
+from pipeline.quantize.ranges import RangeTable, op_types_to_quantize, pinned_calibrators, preprocess_onnx, ranges_of_preprocessed
 from pipeline.registry import InputSpec
 
 log = logging.getLogger(__name__)
@@ -74,18 +74,19 @@ def quantize_onnx(float_onnx: Path, dest: Path, manifest: Path, spec: InputSpec,
             preprocess_onnx(Path(float_onnx), pre)
             _check_nodes(pre, Path(float_onnx), config)
             if not config.shared_ranges:
-                quantize_static(
-                    str(pre),
-                    str(tmp),
-                    ManifestReader(manifest, spec, input_name, layout),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=config.per_channel,
-                    activation_type=activation_type,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(config.float_nodes),
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options=extra_options,
-                )
+                with pinned_calibrators():
+                    quantize_static(
+                        str(pre),
+                        str(tmp),
+                        ManifestReader(manifest, spec, input_name, layout),
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=config.per_channel,
+                        activation_type=activation_type,
+                        weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(config.float_nodes),
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options=extra_options,
+                    )
             else:
                 table = ranges if ranges is not None else ranges_of_preprocessed(pre, manifest, spec, config, layout)
                 _quantize_with_ranges(pre, tmp, table, config, activation_type, extra_options)
