@@ -66,10 +66,10 @@ MATCH_SAMPLES = 2
 #: Two tensors match when their sorted values differ by at most this fraction of max |x|.
 #: ORT and TFLite float kernels drift apart through the graph: on BlazePose's last layers a
 #: tensor and its counterpart differ by up to 1.6e-3 (2.4e-3 with other ORT / LiteRT kernels),
-#: while any other tensor of the same size is 5e-2 or more away. The bound sits between the two
-#: with a wide margin on both sides: at 1e-3 it cut through the drift, so which tensors matched
-#: depended on the float kernels' rounding (CPU dispatch, blocking), i.e. on the machine.
-MATCH_RTOL = 1e-2
+#: while the closest other tensor is 1.5e-2 away (hand_landmark_full / _lite; 5e-2 on BlazePose).
+#: The bound sits between the two with a 2-3x margin on each side: at 1e-3 it cut through the
+#: drift, so which tensors matched depended on the float kernels' rounding, i.e. on the machine.
+MATCH_RTOL = 5e-3
 
 
 @dataclass(frozen=True)

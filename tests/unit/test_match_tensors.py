@@ -3,8 +3,9 @@
 The TFLite exporter takes each activation tensor's shared range from the ONNX tensor holding the
 same values (:func:`pipeline.quantize.ranges.match_tensors`). ORT and LiteRT compute those values
 with different float kernels; deep in BlazePose they differ by up to 1.6e-3 of max |x| (2.4e-3
-with other kernels), and the next-closest ONNX tensor is 5e-2 away. A bound inside that drift
-made the match — and so the int8 bytes — depend on the machine's float rounding.
+with other kernels), while the closest other ONNX tensor is 1.5e-2 away (the hand models). A
+bound inside that drift made the match — and so the int8 bytes — depend on the machine's float
+rounding.
 """
 
 from __future__ import annotations
@@ -30,6 +31,6 @@ def test_counterparts_match_through_the_runtimes_float_drift_and_others_do_not()
         "near": [_drifted(a, 1e-5, rng) for a in onnx["conv"]],
         "deep": [_drifted(a, 2.5e-3, rng) for a in onnx["other"]],  # BlazePose's last layers drift this far
         "pad": [rng.normal(0.0, 3.0, (1, 17, 17, 16)).astype(np.float32) for _ in range(2)],  # no counterpart of its size
-        "scaled": [a * np.float32(1.06) for a in onnx["other"]],  # 5.7e-2 from "other": a different tensor
+        "scaled": [a * np.float32(1.009) for a in onnx["other"]],  # 9e-3 from "other": a different tensor (the closest seen is 1.5e-2)
     }
     assert match_tensors(tflite, onnx) == {"near": "conv", "deep": "other"}
