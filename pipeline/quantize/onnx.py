@@ -31,7 +31,7 @@ from pipeline.convert.runners import onnx_input_layout
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
 from pipeline.quantize.preprocess import op_types_to_quantize, preprocess_onnx
-from pipeline.quantize.ranges import RangeTable, ranges_of_preprocessed
+from pipeline.quantize.ranges import RangeTable, pinned_calibrators, ranges_of_preprocessed
 from pipeline.registry import InputSpec
 
 log = logging.getLogger(__name__)
@@ -75,18 +75,19 @@ def quantize_onnx(float_onnx: Path, dest: Path, manifest: Path, spec: InputSpec,
             preprocess_onnx(Path(float_onnx), pre)
             _check_nodes(pre, Path(float_onnx), config)
             if not config.shared_ranges:
-                quantize_static(
-                    str(pre),
-                    str(tmp),
-                    ManifestReader(manifest, spec, input_name, layout),
-                    quant_format=QuantFormat.QDQ,
-                    per_channel=config.per_channel,
-                    activation_type=activation_type,
-                    weight_type=QuantType.QInt8,
-                    nodes_to_exclude=list(config.float_nodes),
-                    calibrate_method=CalibrationMethod.MinMax,
-                    extra_options=extra_options,
-                )
+                with pinned_calibrators():
+                    quantize_static(
+                        str(pre),
+                        str(tmp),
+                        ManifestReader(manifest, spec, input_name, layout),
+                        quant_format=QuantFormat.QDQ,
+                        per_channel=config.per_channel,
+                        activation_type=activation_type,
+                        weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(config.float_nodes),
+                        calibrate_method=CalibrationMethod.MinMax,
+                        extra_options=extra_options,
+                    )
             else:
                 table = ranges if ranges is not None else ranges_of_preprocessed(pre, manifest, spec, config, layout)
                 _quantize_with_ranges(pre, tmp, table, config, activation_type, extra_options)

@@ -20,7 +20,8 @@ exporter quantizes, so the table's names are exactly the tensors onnxruntime qua
 Samples are fed in chunks of :data:`CHUNK` (onnxruntime's histogram calibrators keep every
 intermediate output of one ``collect_data`` call in memory: 100 samples of BlazePose are ~10 GB);
 histograms are merged across chunks by onnxruntime's own ``HistogramCollector``. Everything is
-deterministic: same model, manifest and settings give the same table.
+deterministic: same model, manifest and settings give the same table, on any machine (the
+calibrators' sessions run on a fixed thread count, not one thread per core).
 
 The TFLite exporter maps TFLite tensors onto these ONNX names (:mod:`pipeline.quantize.tflite_match`) and,
 for TFLite tensors with no ONNX counterpart, computes ranges on the TFLite float graph with
@@ -56,6 +57,11 @@ CHUNK = 10
 HIST_BINS = 2048
 #: Quantized bins of the entropy (KL) search: 128, TensorRT's value for 8-bit.
 ENTROPY_QUANTIZED_BINS = 128
+#: Intra-op threads of onnxruntime's calibration sessions (:func:`pinned_calibrators`). Its
+#: kernels split work by thread count, so a calibrator's default — one thread per core — made the
+#: ranges depend on the machine (pose_landmark_full, 20 samples: 17 percentile ranges differ
+#: between 1 and 2 threads, 94 between 2 and 8). 2 is what the committed outputs were computed with.
+CALIBRATION_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -152,6 +158,24 @@ def _collector_settings(calibration: str, percentile: float) -> dict[str, Any]:
     raise ValueError(calibration)
 
 
+@contextlib.contextmanager
+def pinned_calibrators() -> Iterator[None]:
+    """Inside, onnxruntime's calibrators (``create_calibrator``, ``quantize_static``'s) run on
+    :data:`CALIBRATION_THREADS` threads instead of one per core; otherwise as onnxruntime opens them
+    (no graph optimization, CPU)."""
+    from onnxruntime.quantization.calibrate import CalibraterBase
+
+    def create_inference_session(self: Any) -> None:
+        self.infer_session = ort_session(str(self.augmented_model_path), optimization="none", threads=CALIBRATION_THREADS)
+
+    original = CalibraterBase.create_inference_session
+    CalibraterBase.create_inference_session = create_inference_session
+    try:
+        yield
+    finally:
+        CalibraterBase.create_inference_session = original
+
+
 def _create_calibrator(pre_onnx: Path, calibration: str, percentile: float, augmented: Path) -> Any:
     from onnxruntime.quantization.calibrate import CalibrationMethod, create_calibrator
 
@@ -165,7 +189,8 @@ def _create_calibrator(pre_onnx: Path, calibration: str, percentile: float, augm
         else:
             method = CalibrationMethod.Entropy
             extra = {k: settings[k] for k in ("num_bins", "num_quantized_bins", "symmetric")}
-    return create_calibrator(pre_onnx, op_types_to_quantize(), augmented_model_path=str(augmented), calibrate_method=method, extra_options=extra)
+    with pinned_calibrators():
+        return create_calibrator(pre_onnx, op_types_to_quantize(), augmented_model_path=str(augmented), calibrate_method=method, extra_options=extra)
 
 
 def mse_range(hist: np.ndarray, edges: np.ndarray, lo: float, hi: float, bits: int) -> tuple[float, float]:

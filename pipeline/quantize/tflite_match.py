@@ -22,9 +22,13 @@ from pipeline.registry import InputSpec
 
 #: Samples on which TFLite and ONNX tensors are matched by value.
 MATCH_SAMPLES = 2
-#: Two tensors match when their sorted values differ by at most this fraction of max |x|
-#: (ORT and TFLite float kernels differ by ~1e-5 relative on these models).
-MATCH_RTOL = 1e-3
+#: Two tensors match when their sorted values differ by at most this fraction of max |x|.
+#: ORT and TFLite float kernels drift apart through the graph: on BlazePose's last layers a
+#: tensor and its counterpart differ by up to 1.6e-3 (2.4e-3 with other ORT / LiteRT kernels),
+#: while the closest other tensor is 1.5e-2 away (hand_landmark_full / _lite; 5e-2 on BlazePose).
+#: The bound sits between the two with a 2-3x margin on each side: at 1e-3 it cut through the
+#: drift, so which tensors matched depended on the float kernels' rounding, i.e. on the machine.
+MATCH_RTOL = 5e-3
 
 
 def tflite_tensor_values(calibrated: bytes, indices: list[int], inputs: list[np.ndarray]) -> dict[int, list[np.ndarray]]:

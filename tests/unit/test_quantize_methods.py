@@ -15,7 +15,7 @@ from pipeline.errors import PosezooError
 from pipeline.evaluate.drift import measure_drift
 from pipeline.quantize import QuantConfig, quantizable_layers, variant_name
 from pipeline.quantize.onnx import quantize_onnx
-from pipeline.quantize.ranges import RangeCollector, RangeTable, compute_ranges, mse_range
+from pipeline.quantize.ranges import RangeCollector, RangeTable, compute_ranges, mse_range, pinned_calibrators
 from pipeline.quantize.tflite import quantize_tflite
 from pipeline.registry import load_model
 
@@ -228,7 +228,8 @@ def test_mse_range_trades_clipping_against_rounding() -> None:
 
 @pytest.mark.slow
 def test_default_config_is_the_original_export_byte_for_byte(tmp_path: Path, converted: Path, manifests: Path) -> None:
-    """The old code path, inlined: MinMax quantize_static and an untouched TFLiteConverter."""
+    """The old code path, inlined: MinMax quantize_static (its calibrator on posezoo's fixed thread
+    count, as quantize_onnx runs it on any machine) and an untouched TFLiteConverter."""
     import onnx
     import tensorflow as tf
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -242,8 +243,9 @@ def test_default_config_is_the_original_export_byte_for_byte(tmp_path: Path, con
         quantize_onnx(converted / "model.onnx", tmp_path / "new.onnx", manifest, spec, QuantConfig(per_channel))
         quant_pre_process(str(converted / "model.onnx"), str(tmp_path / "pre.onnx"), skip_symbolic_shape=False)
         name = onnx.load(str(converted / "model.onnx")).graph.input[0].name
-        quantize_static(str(tmp_path / "pre.onnx"), str(tmp_path / "old.onnx"), ManifestReader(manifest, spec, name, "NCHW"), quant_format=QuantFormat.QDQ,
-                        per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
+        with pinned_calibrators():
+            quantize_static(str(tmp_path / "pre.onnx"), str(tmp_path / "old.onnx"), ManifestReader(manifest, spec, name, "NCHW"), quant_format=QuantFormat.QDQ,
+                            per_channel=per_channel, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, calibrate_method=CalibrationMethod.MinMax)
         assert _sha(tmp_path / "new.onnx") == _sha(tmp_path / "old.onnx")
 
         quantize_tflite(converted / "saved_model", tmp_path / "new.tflite", manifest, spec, QuantConfig(per_channel))
