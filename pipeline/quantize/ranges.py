@@ -43,7 +43,7 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from pipeline.calibration.reader import iter_inputs
-from pipeline.convert.runners import onnx_input_layout
+from pipeline.convert.runners import onnx_input_layout, ort_session
 from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
 from pipeline.quantize.preprocess import op_types_to_quantize, preprocess_onnx
