@@ -25,6 +25,7 @@ from pipeline.calibration.reader import sample_pixels
 from pipeline.calibration.sampler import read_manifest
 from pipeline.errors import PosezooError
 from pipeline.registry import InputSpec
+from pipeline.threads import tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ def onnx2tf_sample(manifest_path: Path) -> np.ndarray:
 
 def onnx_to_savedmodel(src: Path, dest: Path, manifest_path: Path) -> None:
     """Convert ``src`` (ONNX, NCHW input) to a SavedModel directory ``dest`` (atomic)."""
+    tensorflow()  # before onnx2tf starts TensorFlow's runtime
     import onnx2tf
 
     src = Path(src).resolve()

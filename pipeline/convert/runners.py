@@ -19,6 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline.errors import PosezooError
+from pipeline.threads import tensorflow
 
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
@@ -183,7 +184,7 @@ def keras_runner(path: Path) -> Runner:
 
 def savedmodel_runner(path: Path) -> Runner:
     """Runner for a SavedModel's ``serving_default`` signature."""
-    import tensorflow as tf
+    tf = tensorflow()
 
     fn = tf.saved_model.load(str(path)).signatures["serving_default"]
     (in_name,) = fn.structured_input_signature[1]

@@ -28,6 +28,7 @@ from pipeline.atomic import atomic_path
 from pipeline.convert.canonical import canonicalize
 from pipeline.errors import PosezooError
 from pipeline.onnx_graph import OnnxGraph
+from pipeline.threads import tensorflow
 
 if TYPE_CHECKING:
     import onnx
@@ -199,8 +200,8 @@ def tf2onnx_conversion(src: Path, dest: Path, opset: int) -> Iterator[Callable[.
     the ONNX checker and saves. Any failure of tf2onnx becomes one line naming the unsupported ops.
     """
     import onnx
-    import tensorflow as tf
 
+    tf = tensorflow()
     captured = io.StringIO()
     handler = logging.StreamHandler(captured)
     tf2onnx_log = logging.getLogger("tf2onnx")

@@ -48,6 +48,7 @@ from pipeline.errors import PosezooError
 from pipeline.quantize.config import QuantConfig
 from pipeline.quantize.preprocess import op_types_to_quantize, preprocess_onnx
 from pipeline.registry import InputSpec
+from pipeline.threads import NUMERIC_THREADS
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +58,6 @@ CHUNK = 10
 HIST_BINS = 2048
 #: Quantized bins of the entropy (KL) search: 128, TensorRT's value for 8-bit.
 ENTROPY_QUANTIZED_BINS = 128
-#: Intra-op threads of onnxruntime's calibration sessions (:func:`pinned_calibrators`). Its
-#: kernels split work by thread count, so a calibrator's default — one thread per core — made the
-#: ranges depend on the machine (pose_landmark_full, 20 samples: 17 percentile ranges differ
-#: between 1 and 2 threads, 94 between 2 and 8). 2 is what the committed outputs were computed with.
-CALIBRATION_THREADS = 2
 
 
 @dataclass(frozen=True)
@@ -161,12 +157,12 @@ def _collector_settings(calibration: str, percentile: float) -> dict[str, Any]:
 @contextlib.contextmanager
 def pinned_calibrators() -> Iterator[None]:
     """Inside, onnxruntime's calibrators (``create_calibrator``, ``quantize_static``'s) run on
-    :data:`CALIBRATION_THREADS` threads instead of one per core; otherwise as onnxruntime opens them
+    :data:`~pipeline.threads.NUMERIC_THREADS` threads instead of one per core; otherwise as onnxruntime opens them
     (no graph optimization, CPU)."""
     from onnxruntime.quantization.calibrate import CalibraterBase
 
     def create_inference_session(self: Any) -> None:
-        self.infer_session = ort_session(str(self.augmented_model_path), optimization="none", threads=CALIBRATION_THREADS)
+        self.infer_session = ort_session(str(self.augmented_model_path), optimization="none", threads=NUMERIC_THREADS)
 
     original = CalibraterBase.create_inference_session
     CalibraterBase.create_inference_session = create_inference_session

@@ -64,6 +64,7 @@ from pipeline.quantize.ranges import (
 )
 from pipeline.quantize.tflite_match import match_to_onnx, tflite_tensor_values
 from pipeline.registry import InputSpec
+from pipeline.threads import tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -98,7 +99,7 @@ def quantize_tflite(
     ``float_onnx`` (the ONNX the SavedModel was converted from) is needed for shared ranges
     (any calibration but ``minmax``) and for ``float_nodes``; ``ranges`` skips recomputing them.
     """
-    import tensorflow as tf
+    tf = tensorflow()
 
     if (config.shared_ranges or config.float_nodes) and float_onnx is None:
         raise PosezooError(f"{saved_model}: shared activation ranges (any calibration but minmax) and float_nodes need the float ONNX; pass float_onnx (build/float/<model>/model.onnx)")

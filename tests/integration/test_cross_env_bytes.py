@@ -9,7 +9,8 @@ varies between machines and runs: hash seed, thread counts (OpenMP, TensorFlow i
 CPU affinity), working and temporary directories, and the core count onnxruntime sees: its
 sessions opened with default options (its calibrators') get 8 threads in one process, as on an
 8-core machine (a ``sitecustomize`` sets them; onnxruntime reads no variable for it). Both
-processes must write the same bytes.
+processes must write the same bytes, and TensorFlow must give the same float SavedModel outputs
+(the convert stage's verification figures; its thread pools are fixed by :mod:`pipeline.threads`).
 
 pose_landmark_full is the model whose per-channel TFLite file did not reproduce on another
 machine, and the one whose TFLite graph has tensors with no ONNX counterpart (onnx2tf's explicit
@@ -50,6 +51,8 @@ ENVIRONMENTS = {
     "one-core": ({"PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "TF_NUM_INTRAOP_THREADS": "1", "TF_NUM_INTEROP_THREADS": "1"}, True, None),
     "eight-cores": ({"PYTHONHASHSEED": "4242"}, False, 8),
 }
+#: The child's file of the float SavedModel's output bytes (TensorFlow's runtime, not an export).
+SAVED_MODEL_OUTPUTS = "saved_model_outputs.bin"
 THREAD_VARIABLES = ("PYTHONHASHSEED", "OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 #: The child: shared ranges as `posezoo optimize` computes them, then the exports as `posezoo quantize` writes them.
@@ -72,6 +75,11 @@ for name, arguments in json.loads(exports).items():
         quantize_tflite(float_dir / "saved_model", out / name, manifest, spec.input, config, float_onnx=float_dir / "model.onnx", ranges=table)
     else:
         quantize_onnx(float_dir / "model.onnx", out / name, manifest, spec.input, config, ranges=table)
+# the float SavedModel's outputs on one calibration input: what the convert / optimize stages verify
+from pipeline.calibration.reader import iter_inputs
+from pipeline.convert.runners import savedmodel_runner
+_, x = next(iter(iter_inputs(manifest, spec.input, "NHWC")))
+(out / SAVED_MODEL_OUTPUTS).write_bytes(b"".join(y.tobytes() for y in savedmodel_runner(float_dir / "saved_model")(x)))
 """
 
 #: Gives onnxruntime sessions opened with default options ``THREADS`` threads, as on a machine with that many cores.
@@ -121,7 +129,7 @@ def _export(name: str, prepared: tuple[Path, Path], root: Path) -> dict[str, str
     env = {k: v for k, v in os.environ.items() if k not in THREAD_VARIABLES}
     env |= {**variables, "TMPDIR": str(tmp), "PYTHONPATH": os.pathsep.join(filter(None, paths))}
     proc = subprocess.run(
-        [sys.executable, "-c", CHILD, str(float_dir), str(manifest), str(out), str(PARAMS), MODEL, json.dumps(EXPORTS)],
+        [sys.executable, "-c", CHILD.replace("SAVED_MODEL_OUTPUTS", repr(SAVED_MODEL_OUTPUTS)), str(float_dir), str(manifest), str(out), str(PARAMS), MODEL, json.dumps(EXPORTS)],
         cwd=work, env=env, capture_output=True, text=True, preexec_fn=(lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_core else None,
     )
     assert proc.returncode == 0, f"{name}: export failed:\n{proc.stderr[-3000:]}"
@@ -131,5 +139,5 @@ def _export(name: str, prepared: tuple[Path, Path], root: Path) -> dict[str, str
 def test_int8_bytes_do_not_depend_on_the_machine_or_process(prepared: tuple[Path, Path], tmp_path: Path) -> None:
     hashes = {name: _export(name, prepared, tmp_path) for name in ENVIRONMENTS}
     first, second = hashes.values()
-    assert set(first) == set(EXPORTS)
-    assert first == second, f"int8 bytes differ between environments: {hashes}"
+    assert set(first) == set(EXPORTS) | {SAVED_MODEL_OUTPUTS}
+    assert first == second, f"int8 bytes (or the float SavedModel's outputs) differ between environments: {hashes}"
