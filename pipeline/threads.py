@@ -14,12 +14,16 @@ so fixing it changed no bytes. (Runners used for drift and benchmarks choose the
 from __future__ import annotations
 
 import logging
+import os
+import sys
 from typing import Any
 
 log = logging.getLogger(__name__)
 
 #: Intra- and inter-op threads of onnxruntime's calibrators and of TensorFlow.
 NUMERIC_THREADS = 2
+#: TensorFlow's own variables for its thread pools, read once when its runtime starts.
+TF_THREAD_VARIABLES = ("TF_NUM_INTRAOP_THREADS", "TF_NUM_INTEROP_THREADS")
 
 
 def tensorflow() -> Any:
@@ -27,15 +31,24 @@ def tensorflow() -> Any:
 
     TensorFlow makes its pools once, when its runtime starts, so every posezoo path that runs
     TensorFlow (onnx2tf, the SavedModel runner, TFLiteConverter, tf2onnx) imports it through this
-    function before its first op. A runtime already started by other code with another count
-    (TensorFlow refuses to change it) is logged, not an error: the outputs are still valid, only
-    possibly not byte-identical to another machine's.
+    function before its first op. The count is set through TensorFlow's environment variables, not
+    ``tf.config.threading``: the latter is recorded in every SavedModel onnx2tf writes (the
+    ``config_proto`` of its function calls), which would change the float models' bytes. A
+    runtime that other code started first (only possible in-process, e.g. in tests) is logged:
+    its results are valid, only possibly not byte-identical to another machine's.
     """
+    started = "tensorflow" in sys.modules and _runtime_started()
+    for name in TF_THREAD_VARIABLES:
+        os.environ[name] = str(NUMERIC_THREADS)
     import tensorflow as tf
 
-    try:
-        tf.config.threading.set_intra_op_parallelism_threads(NUMERIC_THREADS)
-        tf.config.threading.set_inter_op_parallelism_threads(NUMERIC_THREADS)
-    except RuntimeError as err:
-        log.warning("TensorFlow started before posezoo could fix its thread count (%s); float results may differ from another machine's", err)
+    if started:
+        log.warning("TensorFlow's runtime started before posezoo fixed its thread count; float results may differ from another machine's")
     return tf
+
+
+def _runtime_started() -> bool:
+    """Whether TensorFlow's eager runtime (and so its thread pools) exists already."""
+    from tensorflow.python.eager import context
+
+    return context.context()._context_handle is not None  # no public accessor; set by ensure_initialized()

@@ -72,6 +72,8 @@ def prepare_float(recipe: Recipe, float_onnx: Path, dest: Path, manifest: Path, 
         bc = work / f"{Path(dest).stem}.corrected.onnx"
         report["bias_correction_report"] = bias_correct_onnx(current, bc, manifest, spec, recipe.per_channel)
         if current != Path(float_onnx):
+            # the equalized model is a temporary file: name what it was made from, not its random path
+            report["bias_correction_report"]["source"] = f"{float_onnx} (equalized)"
             current.unlink()
         current = bc
     if current == Path(float_onnx):

@@ -15,8 +15,9 @@ from pipeline.calibration.reader import iter_inputs
 from pipeline.errors import PosezooError
 from pipeline.optimize.equalize import equalize_onnx
 from pipeline.optimize.graph import sqnr_db
+from pipeline.optimize.prepare import Verification, prepare_float
+from pipeline.quantize.recipe import parse_recipe
 from pipeline.registry import InputSpec
-
 from tests.conftest import photo_manifests
 
 SIZE = 16
@@ -269,3 +270,23 @@ def test_activation_equalization_of_a_model_without_pairs_changes_nothing(tmp_pa
     report = equalize_onnx(src, tmp_path / "eqa.onnx", manifest, SPEC, atol=1e-6, rtol=1e-6, clip_headroom=1.5, by="activations")
     assert report["pairs_equalized"] == 0 and report["skipped"] == {"unsupported_op:Sigmoid": 1, "graph_output": 1}
     np.testing.assert_array_equal(initializer(tmp_path / "eqa.onnx", "a_w"), initializer(src, "a_w"))
+
+
+def test_chained_transforms_report_what_they_were_made_from_not_a_temporary_path(tmp_path: Path, manifest: Path) -> None:
+    """prepare_float's reports are metrics: equalize then bias-correct names the float ONNX, never the random temp file."""
+    rng = np.random.default_rng(3)
+    inits: list[onnx.TensorProto] = []
+    nodes = [
+        conv("a", "x", weights(rng, (6, 3, 3, 3), spread=3.0), rng.normal(size=6), inits, pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["a"], ["r"], name="r"),
+        conv("b", "r", rng.normal(size=(4, 6, 1, 1)), rng.normal(size=4), inits),
+    ]
+    src = save(tmp_path / "src.onnx", nodes, inits, ["b"])
+    work = tmp_path / "work"
+    work.mkdir()
+    recipe = parse_recipe({"weights": "per_tensor", "equalize": True, "bias_correction": True}, "per_tensor", "test")
+    report = prepare_float(recipe, src, work / "prepared.onnx", manifest, SPEC, Verification(1e-4, 1e-4, {}))
+
+    assert report["equalization"]["source"] == str(src)
+    assert report["bias_correction_report"]["source"] == f"{src} (equalized)"
+    assert sorted(p.name for p in work.iterdir()) == ["prepared.onnx"]
