@@ -1,7 +1,7 @@
 """The code's shape: no import cycle inside ``pipeline/``, no module over the size limit.
 
 Cycles are found on the same import walk as the dvc.yaml dependency check
-(:func:`tests.unit.test_dvc_code_deps._imported_names`: module-level and function-level imports,
+(:func:`tests.unit.test_dvc_code_deps.import_statements`: module-level and function-level imports,
 ``TYPE_CHECKING`` blocks skipped), as edges between ``pipeline`` modules. An import of a package
 (``from pipeline.fetch import fields``) is an edge to the submodule it names when there is one,
 else to the package's ``__init__``; a package ``__init__`` that imports its own submodules is the
@@ -13,7 +13,7 @@ from __future__ import annotations
 import ast
 
 from tests.conftest import REPO
-from tests.unit.test_dvc_code_deps import _imported_names
+from tests.unit.test_dvc_code_deps import import_statements, statement_names
 
 #: Lines a module of pipeline/ or stages/ may have (DEVELOPERS.md: "small modules, ≤ ~400 lines").
 MAX_LINES = 400
@@ -34,10 +34,13 @@ def import_edges() -> dict[str, set[str]]:
     edges: dict[str, set[str]] = {}
     for name, path in modules.items():
         package = name if path.endswith("__init__.py") else name.rpartition(".")[0]
-        imported = _imported_names(ast.parse((REPO / path).read_text()), package)
-        # "from pkg import sub" yields both "pkg" and "pkg.sub": the submodule is the edge, not pkg
-        edges[name] = {m for m in imported if m in modules and m != name
-                       and not any(other.startswith(m + ".") and other in modules for other in imported)}
+        edges[name] = set()
+        for statement in import_statements(ast.parse((REPO / path).read_text())):
+            imported = statement_names(statement, package)
+            # "from pkg import sub" yields both "pkg" and "pkg.sub": the submodule is the edge, not pkg;
+            # decided per statement, so "from pkg import name" elsewhere in the file keeps its edge to pkg
+            edges[name] |= {m for m in imported if m in modules and m != name
+                            and not any(other.startswith(m + ".") and other in modules for other in imported)}
     return edges
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import ast
 import re
 from functools import cache
+from typing import Iterator
 
 import yaml
 
@@ -66,26 +67,33 @@ def _is_type_checking(node: ast.AST) -> bool:
     )
 
 
-def _imported_names(tree: ast.AST, package: str) -> set[str]:
-    """Dotted names of the modules an import statement anywhere in ``tree`` may load."""
-    names: set[str] = set()
+def import_statements(tree: ast.AST) -> Iterator[ast.Import | ast.ImportFrom]:
+    """Every import statement anywhere in ``tree`` (functions included), except under ``if TYPE_CHECKING:``."""
     stack = [tree]
     while stack:
         node = stack.pop()
         if _is_type_checking(node):
             stack.extend(node.orelse)
             continue
-        if isinstance(node, ast.Import):
-            names.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
-                base = f"{parent}.{base}" if base else parent
-            names.add(base)
-            names.update(f"{base}.{alias.name}" for alias in node.names)
+        if isinstance(node, (ast.Import, ast.ImportFrom)):
+            yield node
         stack.extend(ast.iter_child_nodes(node))
-    return names
+
+
+def statement_names(node: ast.Import | ast.ImportFrom, package: str) -> set[str]:
+    """Dotted names of the modules one import statement may load (``from a import b``: ``a`` and ``a.b``)."""
+    if isinstance(node, ast.Import):
+        return {alias.name for alias in node.names}
+    base = node.module or ""
+    if node.level:
+        parent = package.rsplit(".", node.level - 1)[0] if node.level > 1 else package
+        base = f"{parent}.{base}" if base else parent
+    return {base} | {f"{base}.{alias.name}" for alias in node.names}
+
+
+def _imported_names(tree: ast.AST, package: str) -> set[str]:
+    """Dotted names of the modules an import statement anywhere in ``tree`` may load."""
+    return set().union(*(statement_names(node, package) for node in import_statements(tree)))
 
 
 def _code_free_init(path: str) -> bool:
